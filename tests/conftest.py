@@ -1,5 +1,9 @@
 """Test set-up: a private data cache, seeded from ../shared/data exactly as a user on an offline cluster would."""
 import os, shutil
+# One thread per test process: the suite runs two xdist workers on two cores, and two OpenMP pools of two threads
+# on two cores spin against each other (a small model ran ~100x slower that way). Kernels and subprocesses inherit it.
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+os.environ.setdefault('MKL_NUM_THREADS', '1')
 from pathlib import Path
 import pytest
 

@@ -36,3 +36,22 @@ def test_unknown_key_in_file(tmp_path):
 
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match='does not exist'): load_config(tmp_path/'nope.yaml')
+
+def test_config_choices_match_the_library():
+    from llmtrain.core import _CHOICES
+    from llmtrain.optim import SCHEDULES, OPTIMIZERS
+    assert _CHOICES['schedule'] == SCHEDULES and _CHOICES['optimizer'] == OPTIMIZERS
+
+@pytest.mark.parametrize('opt', ['sgd', 'momentum', 'adamw-scratch'])
+def test_trainer_takes_optimizer_and_schedule_by_name(opt):
+    from llmtrain.core import TrainConfig
+    from llmtrain.data import encode_corpus, RandomWindows
+    from llmtrain.models import create_model
+    from llmtrain.training import Trainer
+    d = encode_corpus('hello world, ' * 200)
+    cfg = TrainConfig(optimizer=opt, schedule='wsd', lr=0.05, min_lr=0.0, n_layer=1, n_head=1, n_embd=16, block_size=8,
+                      batch_size=4, max_iters=30, warmup_iters=2, eval_iters=1, progress=False, device='cpu', precision='fp32')
+    t = Trainer(create_model(cfg, d.tokenizer.vocab_size), RandomWindows(d.train, 8, 4), [], cfg)
+    losses = [t.train_step().item() for _ in range(30)]
+    assert losses[-1] < losses[0] - 0.5, losses
+    assert type(t.opt).__name__ != 'AdamW' or opt == 'adamw-scratch'

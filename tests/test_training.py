@@ -1,5 +1,6 @@
 """The Trainer end to end: a run folder, exact resume through the CLI, and a sample from a run."""
 import subprocess, sys, json
+import numpy as np
 import pandas as pd
 import pytest, torch
 from pathlib import Path
@@ -28,6 +29,12 @@ def test_train_writes_a_complete_run_folder(tmp_path):
     g = run_cli('generate', '--run', str(rd), '--prompt', 'The', '--n', '20')
     assert g.returncode == 0, g.stderr
     assert g.stdout.startswith('The') and len(g.stdout.rstrip('\n')) >= 20
+    e = run_cli('eval', '--run', str(rd), '--batches', '3')
+    assert e.returncode == 0, e.stderr
+    res = json.loads((rd/'eval.json').read_text())
+    best = pd.read_csv(rd/'metrics.csv')['val_loss'].dropna().iloc[-1]
+    assert abs(res['loss'] - best) < 1e-4          # the run's own last evaluation, recomputed from its checkpoint
+    assert abs(res['perplexity'] - np.exp(res['loss'])) < 1e-6 and 0 < res['accuracy'] < 1
 
 @pytest.mark.parametrize('stop', [15, 20])   # mid-interval, and right after an evaluation
 def test_resume_is_bitwise_exact(tmp_path, stop):

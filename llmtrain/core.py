@@ -72,9 +72,11 @@ class TrainConfig:
     device: str = 'auto'                       # auto | cpu | cuda | cuda:N | mps
     precision: str = 'auto'                    # auto | fp32 | bf16 | fp16
     compile: bool = False                      # torch.compile the model
+    distributed: str = 'ddp'                   # under torchrun: ddp | fsdp (FSDP2 fully_shard)
     # data
     corpus: str = 'pydoc'                      # a registered corpus name or a path to a text file
-    tokenizer: str = 'char'
+    tokenizer: str = 'char'                    # char | word | bpe (chapter 1a)
+    vocab_size: typing.Optional[int] = None    # word/bpe vocabulary size (default: the tokenizer's own)
     val_fraction: float = 0.1                  # the last part of the corpus held out for validation
     # model
     model: str = 'gpt'                         # gpt | rnn | lstm | gru (chapter 2)
@@ -122,7 +124,7 @@ class TrainConfig:
 # %% ../nbs/00_core.ipynb #ec5c4ebc
 _CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 'skip', 'off'),
                 model=('gpt', 'rnn', 'lstm', 'gru'), pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'),
-                mlp=('gelu', 'swiglu'),
+                mlp=('gelu', 'swiglu'), distributed=('ddp', 'fsdp'), tokenizer=('char', 'word', 'bpe'),
                 schedule=('constant', 'step', 'cosine', 'wsd', 'onecycle'),             # = llmtrain.optim.SCHEDULES
                 optimizer=('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch'))
 _POSITIVE = 'n_layer n_head n_embd block_size max_iters batch_size grad_accum eval_interval eval_iters log_interval'.split()
@@ -144,7 +146,7 @@ def validate_config(cfg):
               'early_stop_min_delta'):
         if getattr(cfg, k) < 0: raise ConfigError(f"{k}={getattr(cfg, k)} must be >= 0")
     if cfg.keep_last < 1: raise ConfigError(f"keep_last={cfg.keep_last} must be >= 1")
-    if cfg.n_embd % cfg.n_head: raise ConfigError(f"n_embd={cfg.n_embd} must be divisible by n_head={cfg.n_head}")
+    if cfg.model == 'gpt' and cfg.n_embd % cfg.n_head: raise ConfigError(f"n_embd={cfg.n_embd} must be divisible by n_head={cfg.n_head}")
 
 # %% ../nbs/00_core.ipynb #53f9fe24
 def _field_types():

@@ -137,18 +137,20 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     return t.to(device)
 
 class RandomWindows:
-    "Endless batches of random (x, y) windows from `tokens`, with a resumable generator."
-    def __init__(self, tokens, block_size, batch_size, seed=0, device='cpu'):
+    "Endless batches of random (x, y) windows from `tokens`, with a resumable generator; `rank`/`world` shard a global batch."
+    def __init__(self, tokens, block_size, batch_size, seed=0, device='cpu', rank=0, world=1):
         if len(tokens) <= block_size + 1:
             raise DataError(f"The data has {len(tokens)} tokens, too few for block_size={block_size}; "
                             "use a smaller block_size or more text")
         self.tokens, self.block_size, self.batch_size, self.device = tokens, block_size, batch_size, device
+        self.rank, self.world = rank, world
         self.offsets = torch.arange(block_size + 1)
         self.gen = torch.Generator().manual_seed(seed)
 
     def __iter__(self): return self
     def __next__(self):
-        ix = torch.randint(len(self.tokens) - self.block_size - 1, (self.batch_size, 1), generator=self.gen)
+        ix = torch.randint(len(self.tokens) - self.block_size - 1, (self.batch_size * self.world, 1), generator=self.gen)
+        ix = ix[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]     # this process's rows of the global batch
         w = self.tokens[ix + self.offsets].long()
         return to_device(w[:, :-1], self.device), to_device(w[:, 1:], self.device)
 

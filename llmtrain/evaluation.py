@@ -293,7 +293,8 @@ class LMMetrics(Metric):
         return out
 
 def token_byte_lengths(tokenizer) -> torch.Tensor:
-    "UTF-8 length of each token of `tokenizer` (exact for character tokenizers), for `LMMetrics(token_bytes=...)`."
+    "Bytes each token of `tokenizer` stands for (its own `token_bytes` when it has one: byte-level BPE tokens may be part of a character), for `LMMetrics(token_bytes=...)`."
+    if hasattr(tokenizer, 'token_bytes'): return torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)])
     return torch.tensor([len(tokenizer.decode([i]).encode('utf-8')) for i in range(tokenizer.vocab_size)])
 
 # %% ../nbs/07_evaluation.ipynb #8cb08a5f

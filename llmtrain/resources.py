@@ -13,7 +13,7 @@ from .models import GPT, GPTConfig, num_params
 # %% auto #0
 __all__ = ['resolve_device', 'cpu_has_bf16', 'resolve_precision', 'autocast_ctx', 'time_step', 'choose_cpu_precision',
            'act_bytes', 'gpt_memory', 'device_budget', 'plan_batch', 'measure_step_peak', 'measure_matmul_flops',
-           'device_name', 'peak_flops', 'mfu']
+           'device_name', 'peak_flops', 'mfu', 'dist_env', 'is_distributed', 'init_distributed']
 
 # %% ../nbs/05_resources.ipynb #3fcb5519
 def resolve_device(device='auto') -> torch.device:
@@ -172,3 +172,24 @@ def peak_flops(device, dtype=torch.float32) -> float:
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
     "Model FLOPs utilisation: achieved model FLOP/s over the measured peak."
     return tokens_per_s * flops_per_token / peak_flops
+
+# %% ../nbs/05_resources.ipynb #ecba088b
+import torch.distributed as dist
+
+def dist_env() -> tuple[int, int, int]:
+    "`(rank, local_rank, world_size)` from torchrun's environment (0, 0, 1 when not launched by it)."
+    return int(os.environ.get('RANK', 0)), int(os.environ.get('LOCAL_RANK', 0)), int(os.environ.get('WORLD_SIZE', 1))
+
+def is_distributed() -> bool:
+    "Whether this process is part of an initialised process group of more than one process."
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+def init_distributed(device: torch.device) -> torch.device:
+    "Join torchrun's process group when `WORLD_SIZE` > 1 (NCCL for CUDA, else gloo); return this process's device."
+    rank, local_rank, world = dist_env()
+    if world <= 1: return device
+    if device.type == 'cuda':
+        device = torch.device('cuda', local_rank); torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', device_id=device if device.type == 'cuda' else None)
+    return device

@@ -13,18 +13,19 @@ import torch.nn as nn
 from .core import (TrainConfig, LLMTrainError, ConfigError, CheckpointError, atomic_write, set_seed,
                            save_config, load_config)
 from .data import load_corpus, encode_corpus, RandomWindows, eval_windows
-from .preprocessing import save_tokenizer, load_tokenizer
-from .models import create_model, generate, num_params, flops_per_token
+from .preprocessing import save_tokenizer, load_tokenizer, train_tokenizer
+from .models import create_model, generate, num_params, flops_per_token, model_flops
 from .optim import schedule_lr, create_optimizer
 from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops,
-                                device_name)
+                                device_name, init_distributed, is_distributed, dist_env, dist)
 
 # %% auto #0
 __all__ = ['METRICS', 'lr_at', 'param_groups', 'configure_optimizer', 'rng_state', 'set_rng_state', 'save_checkpoint',
            'load_checkpoint', 'Callback', 'CSVLogger', 'TensorBoardLogger', 'read_tensorboard', 'in_notebook',
            'ProgressBar', 'LivePlot', 'Checkpointer', 'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer',
-           'target_count', 'train_step', 'evaluate', 'state_dict', 'load_state_dict', 'save', 'fit', 'environment',
-           'run_name', 'plot_run', 'sample_text', 'train', 'finish_run']
+           'target_count', 'train_step', 'evaluate', 'model_state', 'state_dict', 'load_state_dict', 'save', 'lr_find',
+           'fit', 'environment', 'run_name', 'plot_run', 'sample_text', 'prepare_data', 'train', 'dedup_tensors',
+           'finish_run']
 
 # %% ../nbs/06_training.ipynb #eb2fb678
 def lr_at(it, cfg) -> float:
@@ -33,8 +34,10 @@ def lr_at(it, cfg) -> float:
 
 # %% ../nbs/06_training.ipynb #aef1dbfd
 def param_groups(model, weight_decay):
-    "Two AdamW groups: decay for linear/conv weight matrices, none for biases, norms and embedding-only tables."
+    "Two AdamW groups: decay for linear/conv/recurrent weight matrices, none for biases, norms and embedding-only tables."
     decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))}
+    decay_ids |= {id(p) for m in model.modules() if isinstance(m, nn.RNNBase)           # recurrent weight matrices
+                  for n, p in m.named_parameters(recurse=False) if n.startswith('weight')}
     params = [p for p in model.parameters() if p.requires_grad]
     return [dict(params=[p for p in params if id(p) in decay_ids], weight_decay=weight_decay),
             dict(params=[p for p in params if id(p) not in decay_ids], weight_decay=0.0)]
@@ -208,7 +211,10 @@ class ThroughputMonitor(Callback):
     "Add `mfu` (model FLOPs utilisation against the measured matmul peak) to each log row."
     order = -10
     def on_fit_start(self, t):
-        self.fpt = flops_per_token(t.raw_model) if hasattr(t.raw_model, 'config') else None
+        m = t.raw_model
+        self.fpt = None
+        if getattr(m, 'recurrent', False): self.fpt = model_flops(m)['train']      # no attention term
+        elif hasattr(m, 'config') and hasattr(m, 'transformer'): self.fpt = flops_per_token(m)
         dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(t.precision, torch.float32)
         self.peak = peak_flops(t.device, dtype) if self.fpt else None
     def on_log(self, t, m):
@@ -223,29 +229,45 @@ class Trainer:
     "Train `model` on batches from `train_batches`, evaluating on the fixed `eval_batches`; see `fit`."
     def __init__(self, model, train_batches, eval_batches, cfg: TrainConfig, run_dir=None, callbacks=(), tokenizer=None):
         self.cfg, self.tokenizer = cfg, tokenizer
-        self.device = resolve_device(cfg.device)
+        self.device = init_distributed(resolve_device(cfg.device))
+        self.rank, self.world = (dist.get_rank(), dist.get_world_size()) if is_distributed() else (0, 1)
+        self.is_main = self.rank == 0
         self.precision = resolve_precision(cfg.precision, self.device)
         self.raw_model = model.to(self.device)
         self.train_batches, self.eval_batches = train_batches, eval_batches
         self.precision_check = {}
         if cfg.precision == 'auto' and self.device.type == 'cpu': self.precision = self._check_cpu_precision()
-        self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
+        self.model = self._wrap(self.raw_model)
         self.opt = configure_optimizer(self.raw_model, cfg, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == 'fp16')
         self.run_dir = Path(run_dir) if run_dir else None
-        self.is_main = int(os.environ.get('RANK', 0)) == 0
         if self.run_dir is not None and self.is_main: self.run_dir.mkdir(parents=True, exist_ok=True)
         self.callbacks = sorted([*self._default_callbacks(), *callbacks], key=lambda c: c.order)
         self.iter = self.start_iter = self.tokens_seen = 0
         self.best_val, self.history, self.should_stop, self.improved = float('inf'), [], False, False
         self._nonfinite = torch.zeros((), device=self.device, dtype=torch.int64)
 
+    def _wrap(self, model):
+        "DDP or FSDP2 under torchrun (`cfg.distributed`), then `torch.compile` when asked."
+        self.fsdp = self.world > 1 and self.cfg.distributed == 'fsdp'
+        self.ddp = None
+        if self.world > 1 and not self.fsdp:
+            from torch.nn.parallel import DistributedDataParallel
+            model = self.ddp = DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == 'cuda' else None)
+        elif self.fsdp:
+            from torch.distributed.fsdp import fully_shard
+            for m in model.modules():
+                if type(m).__name__.endswith('Block'): fully_shard(m)      # one shard unit per transformer block
+            fully_shard(model)
+        return torch.compile(model) if self.cfg.compile else model
+
     def _default_callbacks(self):
         cfg, cbs = self.cfg, [ThroughputMonitor()]
         if cfg.early_stop_patience: cbs.append(EarlyStopping(cfg.early_stop_patience, cfg.early_stop_min_delta))
-        if self.run_dir is not None and self.is_main:
-            cbs += [Checkpointer(), CSVLogger()]
-            if cfg.tensorboard: cbs.append(TensorBoardLogger())
+        if self.run_dir is not None:
+            cbs.append(Checkpointer())                     # on every rank: FSDP gathers full state collectively
+            if self.is_main: cbs.append(CSVLogger())
+            if cfg.tensorboard and self.is_main: cbs.append(TensorBoardLogger())
         if cfg.progress and self.is_main:
             cbs.append(ProgressBar())
             if in_notebook(): cbs.append(LivePlot())
@@ -257,6 +279,8 @@ class Trainer:
         batch = next(self.train_batches)
         self.train_batches.load_state_dict(state)
         choice, self.precision_check = choose_cpu_precision(self.raw_model, batch, self.device)
+        if is_distributed():                              # every process must train in the same precision: rank 0's
+            box = [choice]; dist.broadcast_object_list(box, src=0); choice = box[0]
         return choice
 
     def _cb(self, event, *args):
@@ -274,8 +298,9 @@ def target_count(y) -> torch.Tensor:
 @torch.no_grad()
 def _grad_norm(params, max_norm):
     params = [p for p in params if p.grad is not None]
-    if max_norm > 0: return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
-    return torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+    if max_norm > 0: norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+    else: norm = torch.nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+    return norm.full_tensor() if hasattr(norm, 'full_tensor') else norm     # FSDP2: a sharded DTensor
 
 # %% ../nbs/06_training.ipynb #a44dfdee
 def train_step(self):
@@ -284,19 +309,23 @@ def train_step(self):
     for g in self.opt.param_groups: g['lr'] = lr_at(self.iter, cfg)
     self._cb('on_step_start')
     micro = [next(self.train_batches) for _ in range(cfg.grad_accum)]
-    if cfg.grad_accum > 1:
+    weighted = cfg.grad_accum > 1 or self.world > 1
+    if weighted:                                     # each micro-batch's share of all counted targets of the step
         counts = [target_count(b[-1]) for b in micro]
-        total_count = torch.stack(counts).sum().clamp_min(1)
+        total_count = torch.stack(counts).sum()
+        if self.world > 1: dist.all_reduce(total_count)   # over every process: a collective, not a host sync
+        total_count = total_count.clamp_min(1)
     total = torch.zeros((), device=self.device)
     for i, batch in enumerate(micro):
-        with autocast_ctx(self.precision, self.device):
-            loss = model(*batch)[1]                      # do not keep the logits alive past the backward
-        if cfg.grad_accum > 1: loss = loss * (counts[i] / total_count)
-        self._cb('on_before_backward', loss)
-        self.scaler.scale(loss).backward()
+        with self._grad_sync(i == len(micro) - 1):      # all-reduce gradients only after the last micro-batch
+            with autocast_ctx(self.precision, self.device):
+                loss = model(*batch)[1]                  # do not keep the logits alive past the backward
+            if weighted: loss = loss * (counts[i] * self.world / total_count)   # DDP/FSDP average over processes
+            self._cb('on_before_backward', loss)
+            self.scaler.scale(loss).backward()
         self._cb('on_after_backward')
         total += loss.detach()
-        self.tokens_seen += batch[-1].numel()
+        self.tokens_seen += batch[-1].numel() * self.world
     self.scaler.unscale_(self.opt)
     self.last_grad_norm = None
     if cfg.grad_clip > 0 or cfg.nan_policy != 'off':
@@ -307,60 +336,107 @@ def train_step(self):
     self._cb('on_step_end', total)
     return total
 
+def _grad_sync(self, sync: bool):
+    "Skip the gradient all-reduce for all but the last micro-batch (DDP `no_sync`, FSDP2 `set_requires_gradient_sync`)."
+    if self.ddp is not None and not sync: return self.ddp.no_sync()
+    if self.fsdp: self.raw_model.set_requires_gradient_sync(sync)
+    return contextlib.nullcontext()
+
 def _optimizer_step(self, loss):
     "Step, skipping it on the device when the loss or gradient norm is not finite (`nan_policy` not 'off')."
     if self.cfg.nan_policy == 'off' or self.scaler.is_enabled():   # the fp16 scaler does its own skipping
         self.scaler.step(self.opt); self.scaler.update(); return
-    bad = ~(torch.isfinite(loss) & torch.isfinite(self.last_grad_norm))
+    bad = ~torch.isfinite(self.last_grad_norm)       # the same on every process (gradients are all-reduced) ...
+    if self.world == 1: bad |= ~torch.isfinite(loss)  # ... unlike each process's own loss
     self._nonfinite += bad
     if getattr(self.opt, '_step_supports_amp_scaling', False) and any(g.get('fused') for g in self.opt.param_groups):
         self.opt.found_inf = bad.float()
         self.opt.step()
     elif not bad.item(): self.opt.step()                    # a host check for optimizers without found_inf
-Trainer.train_step, Trainer._optimizer_step = train_step, _optimizer_step
+Trainer.train_step, Trainer._optimizer_step, Trainer._grad_sync = train_step, _optimizer_step, _grad_sync
 
 # %% ../nbs/06_training.ipynb #80ee78b6
 @torch.no_grad()
 def evaluate(self) -> float:
     "Mean loss over `eval_batches`."
     self.model.eval()
-    total = torch.zeros((), device=self.device)
-    for batch in self.eval_batches:
+    total = torch.zeros(2, device=self.device)                 # summed loss, number of batches
+    for batch in self.eval_batches[self.rank::self.world]:     # each process scores its share
         with autocast_ctx(self.precision, self.device):
-            total += self.model(*batch)[1].float()
+            total[0] += self.model(*batch)[1].float()
+        total[1] += 1
+    if self.world > 1: dist.all_reduce(total)
     self.model.train()
-    return (total / max(1, len(self.eval_batches))).item()
+    return (total[0] / total[1].clamp_min(1)).item()
 Trainer.evaluate = evaluate
 
 # %% ../nbs/06_training.ipynb #97f66313
+def _full(x):
+    "A plain tensor from a (possibly sharded) one: FSDP2's DTensors are gathered from every process."
+    return x.full_tensor() if hasattr(x, 'full_tensor') else x
+
+def _shard_like(full, ref):
+    "`full` split the way the parameter `ref` is (a DTensor under FSDP2), or `full` itself."
+    if not hasattr(ref, 'device_mesh'): return full
+    from torch.distributed.tensor import distribute_tensor
+    return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
+
+def model_state(self) -> dict:
+    "The model's full state dict (gathered from every process under FSDP2: call it on all of them)."
+    sd = self.raw_model.state_dict()
+    return {k: _full(v).cpu() for k, v in sd.items()} if self.fsdp else sd
+
 def state_dict(self) -> dict:
-    "Everything needed to resume exactly."
-    return {'model': self.raw_model.state_dict(), 'optimizer': self.opt.state_dict(), 'scaler': self.scaler.state_dict(),
+    "Everything needed to resume exactly (full, unsharded state: it resumes on any number of processes)."
+    opt = self.opt.state_dict()
+    if self.fsdp: opt['state'] = {i: {k: _full(v).cpu() if torch.is_tensor(v) else v for k, v in st.items()}
+                                  for i, st in opt['state'].items()}
+    return {'model': self.model_state(), 'optimizer': opt, 'scaler': self.scaler.state_dict(),
             'iter': self.iter, 'tokens_seen': self.tokens_seen, 'best_val': self.best_val, 'precision': self.precision,
-            'sampler': self.train_batches.state_dict(), 'rng': rng_state(), 'config': asdict(self.cfg)}
+            'sampler': self.train_batches.state_dict(), 'rng': rng_state(), 'config': asdict(self.cfg),
+            'world_size': self.world}
 
 def load_state_dict(self, s: dict):
     "Restore a `state_dict`; the model's shape must match."
-    try: self.raw_model.load_state_dict(s['model'])
-    except RuntimeError as e:
+    try:
+        model_sd, opt_sd = s['model'], s['optimizer']
+        if self.fsdp:                                        # shard the full tensors the way the parameters are
+            own = self.raw_model.state_dict()
+            model_sd = {k: _shard_like(v, own[k]) if k in own else v for k, v in model_sd.items()}
+            params = [p for g in self.opt.param_groups for p in g['params']]
+            opt_sd = {**opt_sd, 'state': {i: {k: _shard_like(v, params[int(i)]) if torch.is_tensor(v) and v.dim() else v
+                                              for k, v in st.items()} for i, st in opt_sd['state'].items()}}
+        self.raw_model.load_state_dict(model_sd); self.opt.load_state_dict(opt_sd)
+    except (RuntimeError, KeyError, ValueError, IndexError) as e:
         diff = [k for k in s['config'] if s['config'][k] != getattr(self.cfg, k, None) and k not in ('max_iters', 'name', 'out_dir')]
         raise CheckpointError(f"The checkpoint does not fit this model (config differs in {diff}): {str(e)[:300]}") from None
-    self.opt.load_state_dict(s['optimizer']); self.scaler.load_state_dict(s['scaler'])
+    self.scaler.load_state_dict(s['scaler'])
     self.iter = self.start_iter = s['iter']
     self.tokens_seen, self.best_val, self.precision = s['tokens_seen'], s['best_val'], s['precision']
     self.train_batches.load_state_dict(s['sampler'])
     set_rng_state(s['rng'])
 
 def save(self, name='ckpt.pt'):
-    "Write a checkpoint into the run folder (main process only); returns its path."
-    if self.run_dir is None or not self.is_main: return None
+    "Write a checkpoint into the run folder (rank 0 writes; every process takes part in gathering); returns its path."
+    if self.run_dir is None: return None
+    state = self.state_dict()
+    if not self.is_main: return None
     path = self.run_dir/name
-    save_checkpoint(path, self.state_dict())
+    save_checkpoint(path, state)
     self._cb('on_checkpoint', path)
     return path
-Trainer.state_dict, Trainer.load_state_dict, Trainer.save = state_dict, load_state_dict, save
+Trainer.state_dict, Trainer.load_state_dict, Trainer.save, Trainer.model_state = state_dict, load_state_dict, save, model_state
 
 # %% ../nbs/06_training.ipynb #165eaaaf
+def lr_find(self, **kwargs) -> dict:
+    "Run `llmtrain.optim.lr_find` on this trainer's model and training batches, leaving both as they were."
+    from llmtrain.optim import lr_find as _lr_find
+    state = self.train_batches.state_dict()
+    try: return _lr_find(self.raw_model, self.train_batches, device=self.device, **kwargs)
+    finally: self.train_batches.load_state_dict(state)
+Trainer.lr_find = lr_find
+
+# %% ../nbs/06_training.ipynb #43263f0d
 def fit(self):
     "Train from the current iteration to `cfg.max_iters`, logging, evaluating and checkpointing on schedule."
     cfg = self.cfg
@@ -374,6 +450,7 @@ def fit(self):
             it = self.iter
             if it % cfg.log_interval == 0 or it == cfg.max_iters:
                 now = time.perf_counter()
+                if self.world > 1: dist.all_reduce(loss_sum); loss_sum /= self.world
                 skipped = int(self._nonfinite.item())          # the sync: once per log interval
                 m = dict(iter=it, tokens=self.tokens_seen, train_loss=(loss_sum / (it - it_log)).item(),
                          lr=lr_at(it - 1, cfg), tokens_per_s=(self.tokens_seen - tok_log) / (now - t_log),
@@ -394,10 +471,11 @@ def fit(self):
                 t_log = time.perf_counter()                  # evaluation and checkpoint time is not training throughput
     finally:
         self._cb('on_fit_end')
+    if self.world > 1: dist.barrier()
     return self
 Trainer.fit = fit
 
-# %% ../nbs/06_training.ipynb #3b14314a
+# %% ../nbs/06_training.ipynb #b78354ee
 def environment(trainer=None) -> dict:
     "Versions, hardware and the resolved device and precision, for the run record."
     env = dict(python=platform.python_version(), torch=torch.__version__, numpy=np.__version__,
@@ -415,7 +493,7 @@ def run_name(cfg) -> str:
     if cfg.name: return cfg.name
     return f"{Path(str(cfg.corpus)).stem}-{cfg.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
 
-# %% ../nbs/06_training.ipynb #4dd2bf5f
+# %% ../nbs/06_training.ipynb #3ff36230
 def plot_run(history, path=None, title=None):
     "Plot train and validation loss against iteration; save to `path` when given."
     import matplotlib
@@ -431,7 +509,7 @@ def plot_run(history, path=None, title=None):
     if path is not None: fig.savefig(path, dpi=120, bbox_inches='tight')
     return fig
 
-# %% ../nbs/06_training.ipynb #b78354ee
+# %% ../nbs/06_training.ipynb #f68d9de8
 def sample_text(model, tokenizer, prompt='\n', n=300, temperature=0.8, top_k=None, seed=0, device='cpu') -> str:
     "Generate `n` tokens after `prompt` with a seeded generator."
     g = torch.Generator(device=device).manual_seed(seed)
@@ -440,37 +518,59 @@ def sample_text(model, tokenizer, prompt='\n', n=300, temperature=0.8, top_k=Non
     out = generate(model, idx, n, temperature=temperature, top_k=top_k, generator=g)
     return tokenizer.decode(out[0].tolist())
 
-# %% ../nbs/06_training.ipynb #3ff36230
+# %% ../nbs/06_training.ipynb #26b293bf
+def prepare_data(cfg: TrainConfig):
+    "Load `cfg.corpus` and tokenize it with `cfg.tokenizer`, trained on the training split only (char: the whole alphabet)."
+    text = load_corpus(cfg.corpus)
+    if cfg.tokenizer == 'char': tok = train_tokenizer('char', text)      # an alphabet leaks nothing, and val needs it all
+    else: tok = train_tokenizer(cfg.tokenizer, text[:int(len(text) * (1 - cfg.val_fraction))], vocab_size=cfg.vocab_size)
+    return encode_corpus(text, tokenizer=tok, val_fraction=cfg.val_fraction)
+
+# %% ../nbs/06_training.ipynb #e61acb2c
 def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
     "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue."
     set_seed(cfg.seed)
-    device = resolve_device(cfg.device)
-    data = encode_corpus(load_corpus(cfg.corpus), val_fraction=cfg.val_fraction)
+    device = init_distributed(resolve_device(cfg.device))
+    rank, _, world = dist_env()
+    data = prepare_data(cfg)
     model = create_model(cfg, data.tokenizer.vocab_size)
     run_dir = Path(cfg.out_dir)/run_name(cfg)
-    train_b = RandomWindows(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device)
-    eval_b = eval_windows(data.val, cfg.block_size, cfg.batch_size, cfg.eval_iters, seed=cfg.seed + 1, device=device)
+    train_b = RandomWindows(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
+    # evaluation batches of the global batch size, shared out whole among the processes: the same score on any world size
+    eval_b = eval_windows(data.val, cfg.block_size, cfg.batch_size * world, cfg.eval_iters, seed=cfg.seed + 1, device=device)
     t = Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=data.tokenizer)
     if resume is not None:
         ck = Path(resume); ck = ck/'ckpt.pt' if ck.is_dir() else ck
         t.load_state_dict(load_checkpoint(ck))
     if t.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir/'config.yaml')
         save_tokenizer(data.tokenizer, run_dir/'tokenizer.json')
         with atomic_write(run_dir/'environment.json') as f: f.write_text(json.dumps(environment(t), indent=1))
     t.fit()
-    if t.is_main: finish_run(t)
+    finish_run(t)
     return t
 
-# %% ../nbs/06_training.ipynb #f68d9de8
+# %% ../nbs/06_training.ipynb #f776ce7e
+def dedup_tensors(state: dict) -> dict:
+    "Keep the first name of tensors that share storage (tied weights), contiguous, as safetensors requires."
+    out, seen = {}, set()
+    for k, v in state.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape))
+        if key not in seen: seen.add(key); out[k] = v.contiguous()
+    return out
+
 def finish_run(t: Trainer):
-    "Write the run's final artefacts: safetensors weights, loss curve, sample."
-    from safetensors.torch import save_model
-    with atomic_write(t.run_dir/'model.safetensors') as f: save_model(t.raw_model, str(f))
+    "Write the run's final artefacts: safetensors weights, loss curve, sample (rank 0; every process gathers)."
+    from safetensors.torch import save_file
+    state = t.model_state()
+    if not t.is_main: return
+    with atomic_write(t.run_dir/'model.safetensors') as f: save_file(dedup_tensors(state), str(f))
     import matplotlib.pyplot as plt
     fig = plot_run(t.history, t.run_dir/'loss.png', title=f"{t.run_dir.name}: best val {t.best_val:.4f}")
     plt.close(fig)
     if t.cfg.sample_tokens and t.tokenizer is not None:
-        t.sample = sample_text(t.raw_model, t.tokenizer, n=t.cfg.sample_tokens, seed=t.cfg.seed, device=t.device)
+        model = t.raw_model
+        if t.world > 1:                                  # a plain single-process copy for sampling
+            model = create_model(t.cfg, t.tokenizer.vocab_size).to(t.device); model.load_state_dict(state)
+        t.sample = sample_text(model, t.tokenizer, n=t.cfg.sample_tokens, seed=t.cfg.seed, device=t.device)
         with atomic_write(t.run_dir/'sample.txt') as f: f.write_text(t.sample, encoding='utf-8')

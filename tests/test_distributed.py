@@ -1,0 +1,48 @@
+"""The Trainer under torchrun on CPU (gloo): DDP and FSDP2 give the 1-process losses for the same global batch, and a
+checkpoint resumes across world sizes. Each run is a real `torchrun --standalone --nproc_per_node=2` launch."""
+import os, subprocess, sys
+import pandas as pd
+import pytest
+
+COMMON = ['n_layer=2', 'n_head=2', 'n_embd=32', 'block_size=16', 'dropout=0.0', 'eval_iters=4', 'log_interval=1',
+          'eval_interval=10', 'max_iters=20', 'lr_decay_iters=20', 'warmup_iters=2', 'sample_tokens=20', 'progress=false',
+          'precision=fp32', 'device=cpu', 'corpus=pydoc']
+
+def launch(nproc, *args, tmp):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1
+           else [sys.executable]) + ['-m', 'llmtrain.cli', 'train', *COMMON, f'out_dir={tmp}', *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    return r
+
+def losses(run_dir):
+    df = pd.read_csv(run_dir/'metrics.csv')
+    return df.dropna(subset=['train_loss'])['train_loss'].tolist(), df.dropna(subset=['val_loss'])['val_loss'].tolist()
+
+@pytest.fixture(scope='module')
+def single(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('single')
+    launch(1, 'batch_size=8', 'name=one', tmp=tmp)
+    return tmp/'one'
+
+@pytest.mark.parametrize('strategy', ['ddp', 'fsdp'])
+def test_two_processes_equal_one_with_the_same_global_batch(single, tmp_path, strategy):
+    launch(2, 'batch_size=4', f'distributed={strategy}', 'name=two', tmp=tmp_path)
+    (a_tr, a_val), (b_tr, b_val) = losses(single), losses(tmp_path/'two')
+    assert len(a_tr) == len(b_tr) == 20
+    assert max(abs(x - y) for x, y in zip(a_tr, b_tr)) < 1e-5, (a_tr, b_tr)
+    assert max(abs(x - y) for x, y in zip(a_val, b_val)) < 1e-5
+    assert (tmp_path/'two'/'model.safetensors').is_file() and (tmp_path/'two'/'sample.txt').is_file()
+
+def test_a_two_process_checkpoint_resumes_in_one_process(single, tmp_path):
+    launch(2, 'batch_size=4', 'distributed=fsdp', 'name=x', 'max_iters=10', tmp=tmp_path)
+    launch(1, '--resume', str(tmp_path/'x'), 'batch_size=8', 'max_iters=20', tmp=tmp_path)
+    (a_tr, _), (b_tr, _) = losses(single), losses(tmp_path/'x')
+    assert len(b_tr) == 20 and max(abs(x - y) for x, y in zip(a_tr, b_tr)) < 1e-5, (a_tr, b_tr)
+
+def test_a_one_process_checkpoint_resumes_in_two(single, tmp_path):
+    launch(1, 'batch_size=8', 'name=y', 'max_iters=10', tmp=tmp_path)
+    launch(2, '--resume', str(tmp_path/'y'), 'batch_size=4', 'max_iters=20', tmp=tmp_path)
+    (a_tr, _), (b_tr, _) = losses(single), losses(tmp_path/'y')
+    assert len(b_tr) == 20 and max(abs(x - y) for x, y in zip(a_tr, b_tr)) < 1e-5, (a_tr, b_tr)

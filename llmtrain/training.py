@@ -141,7 +141,7 @@ def in_notebook() -> bool:
     except Exception: return False
 
 class ProgressBar(Callback):
-    "A tqdm progress bar showing loss, tokens/s and the latest validation loss."
+    "A tqdm progress bar showing loss, tokens/s, MFU and the latest validation loss."
     order = 20
     def on_fit_start(self, t):
         from tqdm.auto import tqdm
@@ -151,6 +151,7 @@ class ProgressBar(Callback):
     def on_log(self, t, m):
         self.bar.n = m['iter']
         post = dict(loss=f"{m['train_loss']:.4f}", tok_s=f"{m['tokens_per_s']:,.0f}")
+        if m.get('mfu') is not None: post['mfu'] = f"{m['mfu']:.1%}"
         if self.val is not None: post['val'] = f"{self.val:.4f}"
         self.bar.set_postfix(post, refresh=False); self.bar.refresh()
     def on_eval(self, t, m): self.val = m['val_loss']

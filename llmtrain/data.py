@@ -131,9 +131,10 @@ def encode_corpus(text, tokenizer=None, val_fraction=0.1) -> TextData:
 
 # %% ../nbs/01b_data.ipynb #36038b44
 def to_device(t: torch.Tensor, device) -> torch.Tensor:
-    "Move `t` to `device`, through pinned memory and a non-blocking copy on CUDA."
+    "Move `t` to `device` (as it is when already there); CPU to CUDA goes through pinned memory, non-blocking."
     device = torch.device(device)
-    if device.type == 'cuda': return t.pin_memory().to(device, non_blocking=True)
+    if t.device.type == device.type and (device.index is None or t.device.index == device.index): return t
+    if device.type == 'cuda' and t.device.type == 'cpu': return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
 class RandomWindows:

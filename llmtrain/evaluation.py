@@ -313,11 +313,6 @@ class MeanLoss(Metric):
 # %% ../nbs/07_evaluation.ipynb #746c9933
 TASKS = ('lm', 'classification')
 
-def _on(t, dev):
-    "`t` on `dev`: as it is when already there, else copied (pinned and non-blocking from the CPU to CUDA)."
-    if t.device.type == dev.type and (dev.index is None or t.device.index == dev.index): return t
-    return to_device(t, dev) if t.device.type == 'cpu' else t.to(dev)
-
 @torch.no_grad()
 def evaluate(model, batches, task='lm', num_classes=None, device=None, precision='fp32', ignore_index=-1,
              max_batches=None, top_k=5, token_bytes=None, zero_division='warn') -> dict:
@@ -331,7 +326,7 @@ def evaluate(model, batches, task='lm', num_classes=None, device=None, precision
     try:
         for x, y in batches:
             if max_batches is not None and n_batches >= max_batches: break
-            x, y = _on(x, dev), _on(y, dev)
+            x, y = to_device(x, dev), to_device(y, dev)
             with autocast_ctx(prec, dev): logits, loss = model(x, y)
             if ms is None:
                 if task == 'lm': ms = dict(lm=LMMetrics(ignore_index, token_bytes))

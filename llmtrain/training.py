@@ -4,17 +4,17 @@
 
 # %% ../nbs/06_training.ipynb #a45c2f94
 from __future__ import annotations
-import os, sys, csv, json, math, time, random, platform, contextlib, datetime, glob
-from dataclasses import asdict, replace
+import os, sys, csv, json, time, random, platform, contextlib, datetime
+from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 from .core import (TrainConfig, LLMTrainError, ConfigError, CheckpointError, atomic_write, set_seed,
-                           save_config, load_config)
+                           save_config)
 from .data import load_corpus, encode_corpus, RandomWindows, eval_windows
-from .preprocessing import save_tokenizer, load_tokenizer, train_tokenizer
-from .models import create_model, generate, num_params, flops_per_token, model_flops
+from .preprocessing import save_tokenizer, train_tokenizer
+from .models import create_model, generate, flops_per_token, model_flops
 from .optim import schedule_lr, create_optimizer
 from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops,
                                 device_name, init_distributed, is_distributed, dist_env, dist)

@@ -79,7 +79,7 @@ class TrainConfig:
     vocab_size: typing.Optional[int] = None    # word/bpe vocabulary size (default: the tokenizer's own)
     val_fraction: float = 0.1                  # the last part of the corpus held out for validation
     # model
-    model: str = 'gpt'                         # gpt | rnn | lstm | gru (chapter 2)
+    model: str = 'gpt'                         # gpt | rnn | lstm | gru | seed_cnn | strong_cnn (chapter 2)
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
@@ -123,7 +123,7 @@ class TrainConfig:
 
 # %% ../nbs/00_core.ipynb #ec5c4ebc
 _CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 'skip', 'off'),
-                model=('gpt', 'rnn', 'lstm', 'gru'), pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'),
+                model=('gpt', 'rnn', 'lstm', 'gru', 'seed_cnn', 'strong_cnn'), pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'),
                 mlp=('gelu', 'swiglu'), distributed=('ddp', 'fsdp'), tokenizer=('char', 'word', 'bpe'),
                 schedule=('constant', 'step', 'cosine', 'wsd', 'onecycle'),             # = llmtrain.optim.SCHEDULES
                 optimizer=('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch'))

@@ -17,7 +17,7 @@ __all__ = ['COMMANDS', 'train_cmd', 'load_run_model', 'generate_cmd', 'eval_cmd'
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
               resume: Param("run folder or checkpoint to continue from", str) = None,
               overrides: Param("key=value overrides of config fields", str, nargs='*', opt=False) = None):
-    "Train a model and write runs/<name>/ (config, metrics.csv, checkpoint, weights, loss plot, sample)."
+    "Train a model and write runs/<name>/ (config, metrics.csv, checkpoint, weights, loss plot, sample or test scores)."
     from llmtrain.training import train
     overrides = list(overrides or [])
     if resume is not None:
@@ -29,20 +29,28 @@ def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
     if t.is_main:
         print(f"\nrun folder: {t.run_dir}\nbest validation loss: {t.best_val:.4f} ({t.iter} iterations, "
               f"{t.device}, {t.precision})")
+        if getattr(t, 'test_metrics', None):
+            m = t.test_metrics
+            print(f"test accuracy: {m['accuracy']:.4f}, macro-F1: {m['macro_f1']:.4f} ({m['samples']} images)")
         if getattr(t, 'sample', None): print(f"\n--- sample ---\n{t.sample}\n--------------")
     return t
 
 # %% ../nbs/10_cli.ipynb #6f77c5a6
 def load_run_model(run, device='cpu'):
-    "The model and tokenizer of the run folder `run`, with its latest weights."
-    from llmtrain.training import load_checkpoint
+    "The model and tokenizer (None for an image classifier) of the run folder `run`, with its latest weights."
+    from llmtrain.training import load_checkpoint, prepare_images
     from llmtrain.preprocessing import load_tokenizer
-    from llmtrain.models import create_model
+    from llmtrain.models import create_model, CNN_MODELS
     rd = Path(run)
     if not (rd/'config.yaml').is_file(): raise ConfigError(f"{rd} is not a run folder (no config.yaml); pass runs/<name>")
+    if not (rd/'ckpt.pt').is_file(): raise ConfigError(f"{rd} has no checkpoint (ckpt.pt) yet; train it first or wait for its first save")
     cfg = load_config(rd/'config.yaml')
-    tok = load_tokenizer(rd/'tokenizer.json')
-    model = create_model(cfg, tok.vocab_size)
+    if cfg.model in CNN_MODELS:
+        tok, data = None, prepare_images(cfg)
+        model = create_model(cfg, data.n_classes, data.image_shape)
+    else:
+        tok = load_tokenizer(rd/'tokenizer.json')
+        model = create_model(cfg, tok.vocab_size)
     model.load_state_dict(load_checkpoint(rd/'ckpt.pt')['model'])
     return model.to(device).eval(), tok
 
@@ -58,16 +66,17 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = No
     if run is None: raise ConfigError("Pass the run to sample from: llmtrain generate --run runs/<name>")
     dev = resolve_device(device)
     model, tok = load_run_model(run, dev)
+    if tok is None: raise ConfigError(f"{run} is an image classifier: it does not generate text (use llmtrain eval --run {run})")
     text = sample_text(model, tok, prompt, n, temperature, top_k, seed, dev)
     print(text)
     return text
 
 # %% ../nbs/10_cli.ipynb #51674119
 def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
-             batches: Param("number of evaluation batches", int) = 200,
-             split: Param("val or train", str) = 'val',
+             batches: Param("number of evaluation batches (language models)", int) = 200,
+             split: Param("val or train (language models); image classifiers are scored on their test split", str) = 'val',
              device: Param("device", str) = 'auto'):
-    "Evaluate a trained run: loss, perplexity, bits per character/byte, next-token accuracy."
+    "Evaluate a trained run: loss, perplexity, bits per character/byte, next-token accuracy; accuracy and F1 for images."
     import json
     from llmtrain.core import atomic_write
     from llmtrain.data import load_corpus, encode_corpus, eval_windows
@@ -78,11 +87,17 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
     dev = resolve_device(device)
     model, tok = load_run_model(run, dev)
     cfg = load_config(Path(run)/'config.yaml')
-    data = encode_corpus(load_corpus(cfg.corpus), tokenizer=tok, val_fraction=cfg.val_fraction)
-    b = eval_windows(getattr(data, split), cfg.block_size, cfg.batch_size, batches, seed=cfg.seed + 1, device=dev)
-    res = dict(run=str(run), split=split, batches=batches,
-               **evaluate(model, b, 'lm', precision='fp32', token_bytes=token_byte_lengths(tok)))
-    for k, v in res.items(): print(f"{k:>15}: {v:.4f}" if isinstance(v, float) else f"{k:>15}: {v}")
+    if tok is None:                                   # an image classifier: its test split, whole
+        from llmtrain.training import prepare_images, fixed_batches
+        b, task, kw, split = fixed_batches(*prepare_images(cfg).test, 1000, dev), 'classification', dict(zero_division=0), 'test'
+    else:
+        data = encode_corpus(load_corpus(cfg.corpus), tokenizer=tok, val_fraction=cfg.val_fraction)
+        b = eval_windows(getattr(data, split), cfg.block_size, cfg.batch_size, batches, seed=cfg.seed + 1, device=dev)
+        task, kw = 'lm', dict(token_bytes=token_byte_lengths(tok))
+    res = dict(run=str(run), split=split, batches=len(b)) if tok is not None else dict(run=str(run), split=split)
+    res |= evaluate(model, b, task, precision='fp32', **kw)
+    for k, v in res.items():
+        if not isinstance(v, list): print(f"{k:>17}: {v:.4f}" if isinstance(v, float) else f"{k:>17}: {v}")
     with atomic_write(Path(run)/'eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res
 

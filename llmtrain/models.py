@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'RNN_CELLS', 'swiglu_hidden', 'GPTConfig', 'CausalSelfAttention', 'rope_angles',
-           'apply_rope', 'make_norm', 'MLP', 'SwiGLU', 'Block', 'GPT', 'KVCache', 'RNNConfig', 'RNNState', 'RNNLM',
-           'sample_next', 'generate', 'num_params', 'flops_per_token', 'model_flops', 'counted_flops',
-           'activation_memory', 'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN', 'create_model',
-           'attention_maps']
+__all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'RNN_CELLS', 'CNN_MODELS', 'swiglu_hidden', 'GPTConfig', 'CausalSelfAttention',
+           'rope_angles', 'apply_rope', 'make_norm', 'MLP', 'SwiGLU', 'Block', 'GPT', 'KVCache', 'RNNConfig',
+           'RNNState', 'RNNLM', 'sample_next', 'generate', 'num_params', 'flops_per_token', 'model_flops',
+           'counted_flops', 'activation_memory', 'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN',
+           'create_model', 'attention_maps']
 
 # %% ../nbs/02_architectures.ipynb #1a99214d
 GPT_CHOICES = dict(pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'))
@@ -461,13 +461,22 @@ class StrongCNN(nn.Module):
         return logits, (F.cross_entropy(logits.float(), targets) if targets is not None else None)
 
 # %% ../nbs/02_architectures.ipynb #6751a68d
-def create_model(cfg, vocab_size: int) -> nn.Module:
-    "The model named by `cfg.model` (gpt | rnn | lstm | gru), shaped by `cfg` (a `TrainConfig`)."
+CNN_MODELS = ('seed_cnn', 'strong_cnn')
+
+def create_model(cfg, vocab_size: int, image_shape=None) -> nn.Module:
+    "The model named by `cfg.model` (gpt | rnn | lstm | gru | seed_cnn | strong_cnn), shaped by `cfg` (a `TrainConfig`); `vocab_size` is the number of classes for the CNNs, which take `image_shape` `(C, H, W)` (default MNIST's)."
     if cfg.model == 'gpt':
         return GPT(GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, tie_weights=cfg.tie_weights,
                              pos_emb=cfg.pos_emb, norm=cfg.norm, mlp=cfg.mlp))
-    if cfg.model not in RNN_CELLS: raise ConfigError(f"model={cfg.model!r} is not one of ('gpt', {', '.join(map(repr, RNN_CELLS))})")
+    if cfg.model in CNN_MODELS:
+        c, h, w = image_shape or (1, 28, 28)
+        if h != w: raise ConfigError(f"model={cfg.model} takes square images; these are {h}×{w}")
+        if cfg.model == 'seed_cnn':
+            if h != 28: raise ConfigError(f"model=seed_cnn is the seed's network for 28×28 images, these are {h}×{w}: use model=strong_cnn")
+            return SeedCNN(vocab_size, c)
+        return StrongCNN(vocab_size, c, image_size=h, dropout=cfg.dropout)
+    if cfg.model not in RNN_CELLS: raise ConfigError(f"model={cfg.model!r} is not one of ('gpt', {', '.join(map(repr, (*RNN_CELLS, *CNN_MODELS)))})")
     for k, default in (('pos_emb', 'learned'), ('norm', 'layernorm'), ('mlp', 'gelu')):
         if getattr(cfg, k) != default:
             raise ConfigError(f"{k}={getattr(cfg, k)!r} shapes a GPT block; model={cfg.model} has none: drop {k} or use model=gpt")

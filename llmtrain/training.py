@@ -5,27 +5,28 @@
 # %% ../nbs/06_training.ipynb #a45c2f94
 from __future__ import annotations
 import os, sys, csv, json, time, random, platform, contextlib, datetime
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
 from .core import (TrainConfig, LLMTrainError, ConfigError, CheckpointError, atomic_write, set_seed,
                            save_config)
-from .data import load_corpus, encode_corpus, RandomWindows, eval_windows
+from .data import load_corpus, encode_corpus, RandomWindows, eval_windows, ResidentBatches, to_device
 from .preprocessing import save_tokenizer, train_tokenizer
-from .models import create_model, generate, flops_per_token, model_flops
+from .models import create_model, generate, flops_per_token, model_flops, CNN_MODELS
 from .optim import schedule_lr, create_optimizer
 from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops,
                                 device_name, init_distributed, is_distributed, dist_env, dist)
 
 # %% auto #0
-__all__ = ['METRICS', 'lr_at', 'param_groups', 'configure_optimizer', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'load_checkpoint', 'Callback', 'CSVLogger', 'TensorBoardLogger', 'read_tensorboard', 'in_notebook',
-           'ProgressBar', 'LivePlot', 'Checkpointer', 'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer',
-           'target_count', 'train_step', 'evaluate', 'model_state', 'state_dict', 'load_state_dict', 'save', 'lr_find',
-           'fit', 'environment', 'run_name', 'plot_run', 'sample_text', 'prepare_data', 'train', 'dedup_tensors',
-           'finish_run']
+__all__ = ['METRICS', 'IMAGE_DATASETS', 'lr_at', 'param_groups', 'configure_optimizer', 'rng_state', 'set_rng_state',
+           'save_checkpoint', 'load_checkpoint', 'Callback', 'CSVLogger', 'TensorBoardLogger', 'read_tensorboard',
+           'in_notebook', 'ProgressBar', 'LivePlot', 'Checkpointer', 'EarlyStopping', 'ThroughputMonitor',
+           'NonFiniteError', 'Trainer', 'target_count', 'train_step', 'evaluate', 'model_state', 'state_dict',
+           'load_state_dict', 'save', 'lr_find', 'fit', 'environment', 'run_name', 'plot_run', 'sample_text',
+           'prepare_data', 'ImageData', 'prepare_images', 'fixed_batches', 'text_trainer', 'image_trainer', 'train',
+           'dedup_tensors', 'finish_run']
 
 # %% ../nbs/06_training.ipynb #eb2fb678
 def lr_at(it, cfg) -> float:
@@ -91,7 +92,7 @@ class Callback:
     def on_fit_end(self, trainer): pass
 
 # %% ../nbs/06_training.ipynb #e73ee4bc
-METRICS = ['iter', 'tokens', 'train_loss', 'val_loss', 'lr', 'grad_norm', 'tokens_per_s', 'ms_per_iter', 'mfu',
+METRICS = ['iter', 'tokens', 'train_loss', 'val_loss', 'val_acc', 'lr', 'grad_norm', 'tokens_per_s', 'ms_per_iter', 'mfu',
            'skipped_steps', 'elapsed_s']
 
 class CSVLogger(Callback):
@@ -246,6 +247,7 @@ class Trainer:
         self.callbacks = sorted([*self._default_callbacks(), *callbacks], key=lambda c: c.order)
         self.iter = self.start_iter = self.tokens_seen = 0
         self.best_val, self.history, self.should_stop, self.improved = float('inf'), [], False, False
+        self.eval_metrics = {}
         self._nonfinite = torch.zeros((), device=self.device, dtype=torch.int64)
 
     def _wrap(self, model):
@@ -359,16 +361,22 @@ Trainer.train_step, Trainer._optimizer_step, Trainer._grad_sync = train_step, _o
 # %% ../nbs/06_training.ipynb #80ee78b6
 @torch.no_grad()
 def evaluate(self) -> float:
-    "Mean loss over `eval_batches`."
+    "Mean loss per target over `eval_batches`; for class labels also the accuracy, kept in `eval_metrics['val_acc']`."
     self.model.eval()
-    total = torch.zeros(2, device=self.device)                 # summed loss, number of batches
+    total = torch.zeros(3, device=self.device)                 # summed loss, targets, correct predictions
+    classify = False
     for batch in self.eval_batches[self.rank::self.world]:     # each process scores its share
         with autocast_ctx(self.precision, self.device):
-            total[0] += self.model(*batch)[1].float()
-        total[1] += 1
+            logits, loss = self.model(*batch)
+        y, n = batch[-1], target_count(batch[-1])
+        total[0] += loss.float() * n; total[1] += n
+        if y.dim() == 1 and not y.is_floating_point() and logits.dim() == 2:     # one class label per sample
+            classify = True; total[2] += (logits.argmax(-1) == y).sum()
     if self.world > 1: dist.all_reduce(total)
     self.model.train()
-    return (total[0] / total[1].clamp_min(1)).item()
+    loss, n, correct = total.tolist()                          # one sync
+    self.eval_metrics = {'val_acc': correct / max(n, 1)} if classify else {}
+    return loss / max(n, 1)
 Trainer.evaluate = evaluate
 
 # %% ../nbs/06_training.ipynb #97f66313
@@ -465,7 +473,8 @@ def fit(self):
                 t_log, it_log, tok_log = now, it, self.tokens_seen
                 loss_sum.zero_()
             if self.eval_due():
-                m = dict(iter=it, tokens=self.tokens_seen, val_loss=self.evaluate(), elapsed_s=time.perf_counter() - t0)
+                m = dict(iter=it, tokens=self.tokens_seen, val_loss=self.evaluate(), **self.eval_metrics,
+                         elapsed_s=time.perf_counter() - t0)
                 self.improved = m['val_loss'] < self.best_val
                 self.best_val = min(self.best_val, m['val_loss'])
                 self.history.append(m); self._cb('on_eval', m)
@@ -527,25 +536,72 @@ def prepare_data(cfg: TrainConfig):
     else: tok = train_tokenizer(cfg.tokenizer, text[:int(len(text) * (1 - cfg.val_fraction))], vocab_size=cfg.vocab_size)
     return encode_corpus(text, tokenizer=tok, val_fraction=cfg.val_fraction)
 
+# %% ../nbs/06_training.ipynb #8ce0ae0f
+IMAGE_DATASETS = {'fashion-mnist': 'load_fashion_mnist', 'mnist': 'load_mnist', 'digits': 'load_digits'}
+
+@dataclass
+class ImageData:
+    "An image classification set: `(x, y)` tensors for train, validation and test, and the number of classes."
+    train: tuple
+    val: tuple
+    test: tuple
+    n_classes: int
+    @property
+    def image_shape(self) -> tuple: return tuple(self.train[0].shape[1:])
+
+def prepare_images(cfg: TrainConfig) -> ImageData:
+    "The image set `cfg.corpus`: its train split less a seeded `val_fraction` held out for validation, and its test split."
+    import llmtrain.data as D
+    if cfg.corpus not in IMAGE_DATASETS:
+        raise ConfigError(f"model={cfg.model} classifies images: corpus must be one of {tuple(IMAGE_DATASETS)}, not {cfg.corpus!r}")
+    load = getattr(D, IMAGE_DATASETS[cfg.corpus])
+    x, y = load('train')
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))
+    n_val = max(1, int(len(x) * cfg.val_fraction))
+    test = load('test')
+    return ImageData((x[perm[n_val:]], y[perm[n_val:]]), (x[perm[:n_val]], y[perm[:n_val]]), test,
+                     int(max(y.max(), test[1].max())) + 1)
+
+def fixed_batches(x, y, batch_size, device='cpu') -> list:
+    "`(x, y)` cut in order into batches of `batch_size` (the last one smaller), moved to `device`."
+    return [(to_device(x[i:i + batch_size], device), to_device(y[i:i + batch_size], device)) for i in range(0, len(x), batch_size)]
+
 # %% ../nbs/06_training.ipynb #e61acb2c
+def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
+    "A `Trainer` for a language model on `cfg.corpus`: random windows for training, fixed ones for evaluation."
+    rank, _, world = dist_env()
+    data = prepare_data(cfg)
+    model = create_model(cfg, data.tokenizer.vocab_size)
+    train_b = RandomWindows(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
+    # evaluation batches of the global batch size, shared out whole among the processes: the same score on any world size
+    eval_b = eval_windows(data.val, cfg.block_size, cfg.batch_size * world, cfg.eval_iters, seed=cfg.seed + 1, device=device)
+    return Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=data.tokenizer)
+
+def image_trainer(cfg: TrainConfig, run_dir, device, callbacks=(), eval_batch_size=1000) -> Trainer:
+    "A `Trainer` for an image classifier on the image set `cfg.corpus`, its data resident on `device`."
+    if dist_env()[2] > 1:
+        raise ConfigError("Image runs train in one process (the data is resident on one device); launch without torchrun")
+    data = prepare_images(cfg)
+    model = create_model(cfg, data.n_classes, data.image_shape)
+    x, y = (to_device(t, device) for t in data.train)
+    t = Trainer(model, ResidentBatches(x, y, cfg.batch_size, seed=cfg.seed), fixed_batches(*data.val, eval_batch_size, device),
+                cfg, run_dir=run_dir, callbacks=callbacks)
+    t.test_batches = fixed_batches(*data.test, eval_batch_size, device)
+    return t
+
 def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
     "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue."
     set_seed(cfg.seed)
     device = init_distributed(resolve_device(cfg.device))
-    rank, _, world = dist_env()
-    data = prepare_data(cfg)
-    model = create_model(cfg, data.tokenizer.vocab_size)
     run_dir = Path(cfg.out_dir)/run_name(cfg)
-    train_b = RandomWindows(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
-    # evaluation batches of the global batch size, shared out whole among the processes: the same score on any world size
-    eval_b = eval_windows(data.val, cfg.block_size, cfg.batch_size * world, cfg.eval_iters, seed=cfg.seed + 1, device=device)
-    t = Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=data.tokenizer)
+    make = image_trainer if cfg.model in CNN_MODELS else text_trainer
+    t = make(cfg, run_dir, device, callbacks)
     if resume is not None:
         ck = Path(resume); ck = ck/'ckpt.pt' if ck.is_dir() else ck
         t.load_state_dict(load_checkpoint(ck))
     if t.is_main:
         save_config(cfg, run_dir/'config.yaml')
-        save_tokenizer(data.tokenizer, run_dir/'tokenizer.json')
+        if t.tokenizer is not None: save_tokenizer(t.tokenizer, run_dir/'tokenizer.json')
         with atomic_write(run_dir/'environment.json') as f: f.write_text(json.dumps(environment(t), indent=1))
     t.fit()
     finish_run(t)
@@ -569,6 +625,10 @@ def finish_run(t: Trainer):
     import matplotlib.pyplot as plt
     fig = plot_run(t.history, t.run_dir/'loss.png', title=f"{t.run_dir.name}: best val {t.best_val:.4f}")
     plt.close(fig)
+    if getattr(t, 'test_batches', None) is not None:    # image runs: the held-back test split, scored once
+        from llmtrain.evaluation import evaluate
+        t.test_metrics = evaluate(t.raw_model, t.test_batches, 'classification', precision=t.precision, zero_division=0)
+        with atomic_write(t.run_dir/'test.json') as f: f.write_text(json.dumps(t.test_metrics, indent=1))
     if t.cfg.sample_tokens and t.tokenizer is not None:
         model = t.raw_model
         if t.world > 1:                                  # a plain single-process copy for sampling

@@ -60,3 +60,27 @@ def test_bad_input_exits_with_a_named_error(tmp_path):
 def test_truncated_checkpoint_is_refused(tmp_path):
     (tmp_path/'ckpt.pt').write_bytes(b'PK\x03\x04 truncated')
     with pytest.raises(CheckpointError, match='truncated'): load_checkpoint(tmp_path/'ckpt.pt')
+
+def test_image_run_trains_scores_its_test_split_and_evaluates(tmp_path):
+    "The seed's CNN through the same pipeline: held-out validation accuracy logged, the test split scored once at the end."
+    r = run_cli('train', 'model=seed_cnn', 'corpus=fashion-mnist', 'optimizer=adam', 'lr=1e-3', 'weight_decay=0',
+                'schedule=constant', 'warmup_iters=0', 'batch_size=32', 'max_iters=150', 'eval_interval=75',
+                'precision=fp32', 'progress=false', f'out_dir={tmp_path}', 'name=cnn')
+    assert r.returncode == 0, r.stderr
+    rd = tmp_path/'cnn'
+    assert not (rd/'tokenizer.json').exists() and not (rd/'sample.txt').exists()
+    df = pd.read_csv(rd/'metrics.csv')
+    acc = df['val_acc'].dropna()
+    assert len(acc) == 2 and acc.iloc[-1] > 0.6                  # 10 classes: chance is 0.1
+    test = json.loads((rd/'test.json').read_text())
+    assert test['samples'] == 10_000 and test['accuracy'] > 0.6 and 'test accuracy' in r.stdout
+    assert np.array(test['confusion_matrix']).sum() == 10_000
+    e = run_cli('eval', '--run', str(rd))
+    assert e.returncode == 0, e.stderr
+    assert abs(json.loads((rd/'eval.json').read_text())['accuracy'] - test['accuracy']) < 1e-9   # same weights, fp32 both
+    g = run_cli('generate', '--run', str(rd))
+    assert g.returncode == 2 and 'image classifier' in g.stderr
+
+def test_image_run_refuses_a_text_corpus(tmp_path):
+    r = run_cli('train', 'model=strong_cnn', 'corpus=pydoc', f'out_dir={tmp_path}', 'name=x')
+    assert r.returncode == 2 and 'fashion-mnist' in r.stderr and 'Traceback' not in r.stderr

@@ -12,6 +12,8 @@ Parts (ratios > 1 mean the Trainer is faster):
   wide      6L/384, block 256, batch 8 (nanoGPT's GPU Shakespeare shape): precision=auto vs fp32. Target: >= 2x.
             Dropout 0 by default (--wide-dropout 0.2 for nanoGPT's GPU config: its mask generation and the math
             fallback of CPU attention with dropout do not speed up in bf16).
+  precision the CPU recipe model through the Trainer in fp32 and in bf16 autocast (both forced), same run, interleaved:
+            the ratio that `precision=auto`'s quick check decides on (issue #7 asks for it in BENCHMARKS.md).
   cnn       the seed's CNN on Fashion-MNIST, batch 32, Adam: Trainer (precision=auto) vs a plain loop.
 Results go to --out as JSON and a table is printed last."""
 import argparse, json, math, statistics, sys, tempfile, time
@@ -138,6 +140,14 @@ def part_wide(data, a, tmp):
         r['val_diff'] = r['val_auto'] - r['val_fp32']
     return r
 
+def part_precision(data, a, tmp):
+    c1, m1, b1 = lm(CPU_RECIPE, data, precision='fp32'); c2, m2, b2 = lm(CPU_RECIPE, data, precision='bf16')
+    med, raw = interleave({'fp32': TrainerRun(c1, m1, b1, [], tmp/'p1'), 'bf16': TrainerRun(c2, m2, b2, [], tmp/'p2')},
+                          warm=20, n=a.n, rounds=a.rounds)
+    tok = CPU_RECIPE['block_size'] * CPU_RECIPE['batch_size']
+    return dict(ms_fp32=med['fp32'] * 1e3, ms_bf16=med['bf16'] * 1e3, tok_s_fp32=tok / med['fp32'], tok_s_bf16=tok / med['bf16'],
+                bf16_over_fp32=med['fp32'] / med['bf16'], raw_ms={k: [x * 1e3 for x in v] for k, v in raw.items()})
+
 class PlainCNN:
     def __init__(self, model, batches):
         self.model, self.batches = model, batches
@@ -170,11 +180,11 @@ def part_cnn(data, a, tmp):
                 s_per_epoch_plain=med['plain'] * steps_per_epoch, s_per_epoch_trainer=med['trainer'] * steps_per_epoch,
                 raw_ms={k: [x * 1e3 for x in v] for k, v in raw.items()})
 
-PARTS = dict(overhead=part_overhead, best=part_best, wide=part_wide, cnn=part_cnn)
+PARTS = dict(overhead=part_overhead, best=part_best, wide=part_wide, precision=part_precision, cnn=part_cnn)
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--parts', default='overhead,best,wide,cnn'); ap.add_argument('--rounds', type=int, default=5)
+    ap.add_argument('--parts', default='overhead,best,wide,precision,cnn'); ap.add_argument('--rounds', type=int, default=5)
     ap.add_argument('--n', type=int, default=100, help='iterations per timed round (CPU recipe model)')
     ap.add_argument('--full', action='store_true'); ap.add_argument('--wide-steps', type=int, default=200)
     ap.add_argument('--wide-dropout', type=float, default=0.0, help="dropout of the wide model (nanoGPT's GPU config: 0.2)")
@@ -196,6 +206,7 @@ def main():
     if 'wide' in res:
         r = res['wide']; print(f"wide      (dropout {r['dropout']}) fp32 {r['ms_fp32']:.0f} ms/it, auto ({r['auto_precision']}) {r['ms_auto']:.0f} ms/it: {r['speedup']:.2f}x (target >= 2x)")
         if 'val_diff' in r: print(f"          val loss after {r['steps']} it: fp32 {r['val_fp32']:.4f}, auto {r['val_auto']:.4f} (diff {r['val_diff']:+.4f})")
+    if 'precision' in res: r = res['precision']; print(f"precision CPU recipe model, Trainer: fp32 {r['tok_s_fp32']:,.0f} tok/s ({r['ms_fp32']:.1f} ms/it), bf16 {r['tok_s_bf16']:,.0f} tok/s ({r['ms_bf16']:.1f} ms/it): bf16/fp32 = {r['bf16_over_fp32']:.2f}x")
     if 'cnn' in res: r = res['cnn']; print(f"cnn       plain {r['ms_plain']:.2f} ms/it ({r['s_per_epoch_plain']:.0f} s/epoch), Trainer ({r['trainer_precision']}) {r['ms_trainer']:.2f} ms/it ({r['s_per_epoch_trainer']:.0f} s/epoch): {r['speedup']:.2f}x [{r['source']}]")
 
 if __name__ == '__main__':

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_resources.ipynb #8da37aa8
 from __future__ import annotations
-import os, time, math, json, copy, platform, contextlib
+import os, gc, time, math, json, copy, weakref, platform, contextlib
 from pathlib import Path
 import torch
 from .core import ConfigError, LLMTrainError, cache_dir, atomic_write
@@ -12,8 +12,9 @@ from .models import GPT, GPTConfig, num_params
 
 # %% auto #0
 __all__ = ['resolve_device', 'cpu_has_bf16', 'resolve_precision', 'autocast_ctx', 'time_step', 'choose_cpu_precision',
-           'act_bytes', 'gpt_memory', 'device_budget', 'plan_batch', 'measure_step_peak', 'measure_matmul_flops',
-           'device_name', 'peak_flops', 'mfu', 'dist_env', 'is_distributed', 'init_distributed']
+           'act_bytes', 'gpt_memory', 'device_budget', 'plan_batch', 'LiveTensorMemory', 'measure_step_peak',
+           'measure_step_rss', 'measure_matmul_flops', 'device_name', 'peak_flops', 'mfu', 'resource_report',
+           'dist_env', 'is_distributed', 'init_distributed']
 
 # %% ../nbs/05_resources.ipynb #3fcb5519
 def resolve_device(device='auto') -> torch.device:
@@ -115,23 +116,82 @@ def plan_batch(c: GPTConfig, budget: int, precision='bf16', tokens_per_step=None
     accum = max(1, math.ceil(tokens_per_step / (b * c.block_size))) if tokens_per_step else 1
     return dict(micro_batch=b, grad_accum=accum, predicted_peak=gpt_memory(c, b, precision)['peak'])
 
+# %% ../nbs/05_resources.ipynb #eb48344d
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+class LiveTensorMemory(TorchDispatchMode):
+    "Within `with`, track the bytes of live tensor storages on `device` created by any op; `peak` is their maximum."
+    def __init__(self, device='cpu'):
+        super().__init__()
+        self.device_type, self.live, self.current, self.peak = torch.device(device).type, {}, 0, 0
+
+    def _track(self, t):
+        s = t.untyped_storage()
+        key, n = s.data_ptr(), s.nbytes()
+        if n == 0 or key in self.live: return
+        self.live[key] = n; self.current += n; self.peak = max(self.peak, self.current)
+        weakref.finalize(s, self._free, key)
+
+    def _free(self, key):
+        n = self.live.pop(key, None)
+        if n is not None: self.current -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor) and t.device.type == self.device_type and not t.is_meta: self._track(t)
+        return out
+
 # %% ../nbs/05_resources.ipynb #2c9320f1
-def measure_step_peak(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') -> int:
-    "Peak CUDA bytes allocated over two AdamW training steps of a GPT with config `c`."
-    device = torch.device(device)
-    if device.type != 'cuda': raise LLMTrainError("measure_step_peak needs a CUDA device (it reads the CUDA allocator)")
-    torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
+def _two_steps(c: GPTConfig, micro_batch, precision, device, mode=contextlib.nullcontext()) -> int:
+    "Run two AdamW training steps of a fresh GPT under `mode`; return the parameters' bytes."
+    g = torch.Generator(device).manual_seed(0)
     m = GPT(c).to(device)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
-    x = torch.randint(0, c.vocab_size, (micro_batch, c.block_size), device=device)
-    for _ in range(2):
-        with torch.autocast('cuda', dtype=torch.bfloat16, enabled=precision != 'fp32'):
-            loss = m(x, x)[1]
-        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-    torch.cuda.synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device)
-    del m, opt, x, loss; torch.cuda.empty_cache()
-    return peak
+    x = torch.randint(0, c.vocab_size, (micro_batch, c.block_size), device=device, generator=g)
+    with mode:
+        for _ in range(2):
+            with autocast_ctx(precision, device): loss = m(x, x)[1]
+            loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    return sum(p.numel() * p.element_size() for p in m.parameters())
+
+def measure_step_peak(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') -> int:
+    "Measured peak bytes of two AdamW training steps of a GPT with config `c`: the CUDA allocator's peak, or on the CPU the live-tensor peak (`LiveTensorMemory`) plus the parameters."
+    device = torch.device(device)
+    if device.type == 'cuda':
+        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
+        _two_steps(c, micro_batch, precision, device)
+        torch.cuda.synchronize(device); peak = torch.cuda.max_memory_allocated(device)
+        torch.cuda.empty_cache()
+        return peak
+    if device.type != 'cpu': raise LLMTrainError(f"measure_step_peak measures on cuda or cpu, not {device.type}")
+    mem = LiveTensorMemory(device)
+    return _two_steps(c, micro_batch, precision, device, mem) + mem.peak
+
+# %% ../nbs/05_resources.ipynb #c23d46e2
+def _proc_bytes(field) -> int:
+    return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith(field + ':'))
+
+def _step_rss(c, micro_batch, precision) -> int:
+    torch.set_num_threads(1)
+    gc.collect()
+    rss0 = _proc_bytes('VmRSS')
+    with open('/proc/self/clear_refs', 'w') as f: f.write('5')          # the high-water mark restarts from here
+    params = _two_steps(c, micro_batch, precision, torch.device('cpu'))
+    return _proc_bytes('VmHWM') - rss0 + params
+
+def measure_step_rss(c: GPTConfig, micro_batch: int, precision='fp32'):
+    "Peak resident-memory growth of a fresh process over two CPU AdamW steps, plus the parameters (Linux; else None)."
+    if not Path('/proc/self/clear_refs').exists(): return None
+    import subprocess, sys, dataclasses
+    code = ("import sys, json; from llmtrain.models import GPTConfig; from llmtrain.resources import _step_rss; "
+            "a = json.loads(sys.argv[1]); print(_step_rss(GPTConfig(**a['c']), a['b'], a['p']))")
+    arg = json.dumps(dict(c=dataclasses.asdict(c), b=micro_batch, p=precision))
+    r = subprocess.run([sys.executable, '-c', code, arg], capture_output=True, text=True,
+                       env={**os.environ, 'OMP_NUM_THREADS': '1'})
+    if r.returncode: raise LLMTrainError(f"measuring in a fresh process failed: {r.stderr[-500:]}")
+    return int(r.stdout.split()[-1])
 
 # %% ../nbs/05_resources.ipynb #3b8474c9
 def measure_matmul_flops(device='cpu', dtype=torch.float32, n=None, iters=None) -> float:
@@ -172,6 +232,28 @@ def peak_flops(device, dtype=torch.float32) -> float:
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
     "Model FLOPs utilisation: achieved model FLOP/s over the measured peak."
     return tokens_per_s * flops_per_token / peak_flops
+
+# %% ../nbs/05_resources.ipynb #5f5eb7ba
+def resource_report(device='auto', model_config: GPTConfig | None = None, micro_batch=None) -> dict:
+    "The device, its memory, the precision policy's choice, measured matmul peaks and (given a GPT config) the memory plan."
+    device = resolve_device(device)
+    prec = resolve_precision('auto', device)
+    r = dict(device=str(device), name=device_name(device), torch=torch.__version__, precision_policy=prec,
+             threads=torch.get_num_threads())
+    if device.type == 'cuda':
+        free, total = torch.cuda.mem_get_info(device)
+        r |= dict(memory_total_GiB=total / 2**30, memory_free_GiB=free / 2**30,
+                  capability='.'.join(map(str, torch.cuda.get_device_capability(device))))
+    else:
+        page = os.sysconf('SC_PAGE_SIZE')
+        r |= dict(memory_total_GiB=os.sysconf('SC_PHYS_PAGES') * page / 2**30,
+                  memory_free_GiB=os.sysconf('SC_AVPHYS_PAGES') * page / 2**30, native_bf16=cpu_has_bf16())
+    r['peak_fp32_TFLOPs'] = peak_flops(device, torch.float32) / 1e12
+    if device.type == 'cuda' or cpu_has_bf16(): r['peak_bf16_TFLOPs'] = peak_flops(device, torch.bfloat16) / 1e12
+    if model_config is not None:
+        p = plan_batch(model_config, device_budget(device), 'fp32' if prec == 'fp32' else 'bf16', max_micro_batch=micro_batch or 1024)
+        r |= dict(plan_micro_batch=p['micro_batch'], plan_peak_GiB=p['predicted_peak'] / 2**30)
+    return r
 
 # %% ../nbs/05_resources.ipynb #ecba088b
 import torch.distributed as dist

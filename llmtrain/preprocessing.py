@@ -291,6 +291,10 @@ class Tokenizer:
         "Everything needed to rebuild the tokenizer, as JSON-ready data (what `save` writes)."
         raise NotImplementedError
 
+    def encode_array(self, text: str, dtype=np.int64) -> np.ndarray:
+        "The ids of `text` as a NumPy array of `dtype` (what token shards store; subclasses make it fast)."
+        return np.asarray(self.encode(text), dtype=dtype)
+
     def token_bytes(self, i: int) -> bytes:
         "The UTF-8 bytes that token `i` stands for."
         return self.id_to_token(self._ids([i])[0]).encode('utf-8')
@@ -368,9 +372,15 @@ class CharTokenizer(Tokenizer):
     def train(cls, text: str, vocab_size=None, special_tokens=(), unk=None):
         "The alphabet of `text`; with `vocab_size`, only its most frequent characters, the rest mapped to `unk` (default '<unk>')."
         if not _check_text(text, 'CharTokenizer.train'): raise DataError("Cannot build a tokenizer from empty text: check the corpus")
+        return cls.from_counts(np.bincount(_codepoint_array(text)), vocab_size, special_tokens, unk)
+
+    @classmethod
+    def from_counts(cls, counts, vocab_size=None, special_tokens=(), unk=None):
+        "`train` from `counts[code point]` (a `np.bincount`), so a corpus can be counted in pieces that are never joined."
         specials = _check_specials(special_tokens, 'CharTokenizer')
-        counts = np.bincount(_codepoint_array(text))
+        counts = np.asarray(counts)
         cps = np.flatnonzero(counts)
+        if not len(cps): raise DataError("Cannot build a tokenizer from empty text: check the corpus")
         chars = [chr(c) for c in cps[np.argsort(-counts[cps], kind='stable')]]      # most frequent first
         n_special = len(specials) + (unk is not None and unk not in specials)
         if vocab_size is None or vocab_size >= len(chars) + n_special:
@@ -390,7 +400,9 @@ class CharTokenizer(Tokenizer):
     def id_to_token(self, i): return self.itos[self._ids([i])[0]]
     def token_to_id(self, token): return self.stoi.get(token, self._special.get(token))
 
-    def _encode_plain(self, text):
+    def _encode_plain(self, text): return self._encode_plain_array(text).tolist()
+
+    def _encode_plain_array(self, text) -> np.ndarray:
         out = []
         for k in range(0, len(text), 1 << 20):                 # a million characters at a time bounds the memory
             cps = _codepoint_array(text[k:k + (1 << 20)])
@@ -402,8 +414,13 @@ class CharTokenizer(Tokenizer):
                     raise DataError(f"Character {c!r} is not in the tokenizer's alphabet of {len(self.chars)}; train the "
                                     "tokenizer on text that contains it, or give it an unknown token (unk='<unk>')")
                 ids[miss] = self._special[self.unk]
-            out += ids.tolist()
-        return out
+            out.append(ids)
+        return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+    def encode_array(self, text: str, dtype=np.int64) -> np.ndarray:
+        "The ids of `text` as an array, without a Python list in between (vectorised lookups)."
+        if self._sre is None: return self._encode_plain_array(_check_text(text, 'encode')).astype(dtype, copy=False)
+        return np.asarray(self.encode(text), dtype=dtype)
 
     def encode(self, text: str) -> list[int]:
         "The id of each character of `text` (special tokens' text as their ids)."
@@ -566,6 +583,15 @@ class BPETokenizer(Tokenizer):
         except Exception:
             _check_unicode(text)                                # the clear error for a lone surrogate
             raise
+
+    def encode_array(self, text: str, dtype=np.int64) -> np.ndarray:
+        "The ids of `text` as an array: its pieces encoded in one `encode_batch` call (parallel unless TOKENIZERS_PARALLELISM=false)."
+        _check_text(text, 'encode')
+        try: enc = self.hf.encode_batch(_text_chunks(text), add_special_tokens=False)
+        except Exception:
+            _check_unicode(text)
+            raise
+        return np.fromiter((i for e in enc for i in e.ids), dtype=dtype)
 
     def decode(self, ids) -> str:
         "The text of `ids` (a slice that cuts a character's bytes shows U+FFFD there; the whole sequence is exact)."

@@ -283,3 +283,26 @@ def test_tokenizer_stats_and_encode_corpus_with_any_kind():
         d = encode_corpus(DOC[:20_000], tokenizer=tok, val_fraction=0.1)
         assert d.train.dtype.is_floating_point is False and int(d.train.max()) < tok.vocab_size
         assert tok.decode(d.train.tolist() + d.val.tolist()) == DOC[:20_000]
+
+# ---------------------------------------------------------------- arrays for token shards
+
+@PROPS
+@given(st.text(alphabet=ALPHABET, max_size=300))
+def test_encode_array_is_encode_as_an_array(text):
+    for tok in (CHAR, CHAR_SP, BPE):
+        a = tok.encode_array(text + '<eos>' if tok is CHAR_SP else text, dtype=np.uint16)
+        assert a.dtype == np.uint16 and a.tolist() == tok.encode(text + '<eos>' if tok is CHAR_SP else text)
+    assert CHAR.encode_array('').shape == (0,) and BPE.encode_array('').shape == (0,)
+
+def test_char_tokenizer_from_counts_of_pieces_is_train_on_the_whole():
+    pieces = [DOC[:50_000], DOC[50_000:], '你好🙂\n']
+    whole = ''.join(pieces)
+    counts = np.zeros(0, np.int64)
+    for p in pieces:
+        c = np.bincount(np.frombuffer(p.encode('utf-32-le'), dtype='<u4'))
+        counts = np.pad(counts, (0, max(0, len(c) - len(counts)))); counts[:len(c)] += c
+    for n in (None, 40):
+        a, b = CharTokenizer.from_counts(counts, n), CharTokenizer.train(whole, n)
+        assert a.to_dict() == b.to_dict()
+    with pytest.raises(DataError, match='empty text'): CharTokenizer.from_counts(np.zeros(5, np.int64))
+    with pytest.raises(DataError, match='empty text'): CharTokenizer.train('')

@@ -4,14 +4,14 @@
 
 # %% ../nbs/10_cli.ipynb #fc3732dd
 from __future__ import annotations
-import sys
+import sys, json
 from pathlib import Path
 import torch
-from fastcore.script import Param, anno_parser
+from fastcore.script import Param, anno_parser, store_true
 from .core import LLMTrainError, ConfigError, load_config, TrainConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'train_cmd', 'load_run_model', 'generate_cmd', 'eval_cmd', 'main']
+__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'load_run_model', 'generate_cmd', 'eval_cmd', 'main']
 
 # %% ../nbs/10_cli.ipynb #37a25568
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
@@ -35,6 +35,25 @@ def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
         if getattr(t, 'sample', None): print(f"\n--- sample ---\n{t.sample}\n--------------")
     return t
 
+# %% ../nbs/10_cli.ipynb #37704238
+def prepare_cmd(corpus: Param("a registered corpus name, or a text file, folder or glob", str),
+                out_dir: Param("the shard folder to write", str),
+                tokenizer: Param("char, word or bpe; or the path of a tokenizer.json to reuse", str) = 'char',
+                vocab_size: Param("word/bpe vocabulary size", int) = None,
+                val_fraction: Param("share of the corpus held out for validation (its end)", float) = 0.1,
+                workers: Param("encoding processes (default: every core; 0: encode in this process)", int) = None,
+                chunk_bytes: Param("bytes of text per piece of work", int) = 1 << 20,
+                errors: Param("bytes that are not UTF-8: strict (an error), replace or ignore", str) = 'strict',
+                sample_bytes: Param("bytes of the training split a word/bpe tokenizer is trained on", int) = 1 << 24,
+                overwrite: Param("replace an existing shard folder", store_true) = False):
+    "Tokenize a corpus into token shards (train.bin, val.bin, tokenizer.json, meta.json) for `llmtrain train corpus=OUT_DIR`."
+    from llmtrain.shards import prepare_shards, read_shard_meta
+    out = prepare_shards(corpus, out_dir, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction,
+                         workers=workers, chunk_bytes=chunk_bytes, errors=errors, sample_bytes=sample_bytes,
+                         overwrite=overwrite, progress=True)
+    print(f"shards: {out}\n{json.dumps(read_shard_meta(out), indent=1, default=str)[:1500]}")
+    return out
+
 # %% ../nbs/10_cli.ipynb #6f77c5a6
 def load_run_model(run, device='cpu'):
     "The model and tokenizer (None for an image classifier) of the run folder `run`, with its latest weights."
@@ -56,20 +75,33 @@ def load_run_model(run, device='cpu'):
 
 def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
                  prompt: Param("text to continue", str) = '\n',
-                 n: Param("number of tokens to generate", int) = 300,
+                 n: Param("maximum number of new tokens", int) = 300,
                  temperature: Param("sampling temperature (0: greedy)", float) = 0.8,
                  top_k: Param("keep only the k most likely tokens", int) = None,
+                 top_p: Param("keep the smallest set of tokens whose probability reaches p (nucleus sampling)", float) = None,
+                 stop: Param("stop before this text (repeatable; escapes such as \\n work)", str, action='append') = None,
                  seed: Param("random seed", int) = 0,
-                 device: Param("device", str) = 'auto'):
-    "Sample text from a trained run."
-    from llmtrain.training import sample_text, resolve_device
+                 device: Param("device", str) = 'auto',
+                 stream: Param("print tokens as they are generated", store_true) = False,
+                 no_cache: Param("recompute the whole context for every token (no KV cache)", store_true) = False):
+    "Sample text from a trained run (printed whole, or streamed with --stream)."
+    from llmtrain.resources import resolve_device
+    from llmtrain.generation import generate_stream
     if run is None: raise ConfigError("Pass the run to sample from: llmtrain generate --run runs/<name>")
     dev = resolve_device(device)
     model, tok = load_run_model(run, dev)
     if tok is None: raise ConfigError(f"{run} is an image classifier: it does not generate text (use llmtrain eval --run {run})")
-    text = sample_text(model, tok, prompt, n, temperature, top_k, seed, dev)
-    print(text)
-    return text
+    stops = tuple(s.encode('utf-8').decode('unicode_escape') for s in stop or ())
+    pieces = generate_stream(model, tok, prompt, n, temperature, top_k, top_p, stops, seed, dev, not no_cache)
+    print(prompt, end='', flush=True)
+    out = [prompt]
+    for piece in pieces:
+        out.append(piece)
+        if stream: print(piece, end='', flush=True)
+    if not stream: print(''.join(out[1:]), end='')
+    print()
+    return ''.join(out)
+
 
 # %% ../nbs/10_cli.ipynb #51674119
 def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
@@ -103,7 +135,7 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
 
 # %% ../nbs/10_cli.ipynb #16aa2abf
 from .analysis import sweep_cmd
-COMMANDS = {'train': train_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd}
+COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd}
 
 def main(argv=None):
     "Entry point of the `llmtrain` console script."

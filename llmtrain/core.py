@@ -74,10 +74,11 @@ class TrainConfig:
     compile: bool = False                      # torch.compile the model
     distributed: str = 'ddp'                   # under torchrun: ddp | fsdp (FSDP2 fully_shard)
     # data
-    corpus: str = 'pydoc'                      # a registered corpus name or a path to a text file
+    corpus: str = 'pydoc'                      # a registered corpus, a text file/folder/glob, a shard folder (llmtrain prepare), or an image set
     tokenizer: str = 'char'                    # char | word | bpe (chapter 1a)
     vocab_size: typing.Optional[int] = None    # word/bpe vocabulary size (default: the tokenizer's own)
     val_fraction: float = 0.1                  # the last part of the corpus held out for validation
+    sampler: str = 'random'                    # training windows: random (nanoGPT) | sequential (shuffled epochs)
     # model
     model: str = 'gpt'                         # gpt | rnn | lstm | gru | seed_cnn | strong_cnn (chapter 2)
     n_layer: int = 4
@@ -124,7 +125,7 @@ class TrainConfig:
 # %% ../nbs/00_core.ipynb #ec5c4ebc
 _CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 'skip', 'off'),
                 model=('gpt', 'rnn', 'lstm', 'gru', 'seed_cnn', 'strong_cnn'), pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'),
-                mlp=('gelu', 'swiglu'), distributed=('ddp', 'fsdp'), tokenizer=('char', 'word', 'bpe'),
+                mlp=('gelu', 'swiglu'), distributed=('ddp', 'fsdp'), tokenizer=('char', 'word', 'bpe'), sampler=('random', 'sequential'),
                 schedule=('constant', 'step', 'cosine', 'wsd', 'onecycle'),             # = llmtrain.optim.SCHEDULES
                 optimizer=('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch'))
 _POSITIVE = 'n_layer n_head n_embd block_size max_iters batch_size grad_accum eval_interval eval_iters log_interval'.split()

@@ -99,11 +99,14 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x, cache=None, rope=None):
         B, T, C = x.shape
         q, k, v = self.heads(x, rope)
-        causal = True
+        mask, causal = None, T > 1
         if cache is not None:
-            causal = cache.pos == 0          # a prefill attends causally; one new token attends to everything cached
+            past = cache.pos
             k, v = cache.update(self.layer_idx, k, v)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and T > 1,
+            if past and T > 1:               # a chunk after a cached prefix: each new token sees the prefix and the chunk up to itself
+                mask, causal = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past), False
+            elif past: causal = False        # one new token attends to everything cached
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 

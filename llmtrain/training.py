@@ -12,7 +12,9 @@ import torch
 import torch.nn as nn
 from .core import (TrainConfig, LLMTrainError, ConfigError, CheckpointError, atomic_write, set_seed,
                            save_config)
-from .data import load_corpus, encode_corpus, RandomWindows, eval_windows, ResidentBatches, to_device
+from .data import (load_corpus, encode_corpus, RandomWindows, SequentialWindows, eval_windows, ResidentBatches,
+                           to_device)
+from .shards import is_shard_dir, load_shards
 from .preprocessing import save_tokenizer, train_tokenizer
 from .models import create_model, generate, flops_per_token, model_flops, CNN_MODELS
 from .optim import schedule_lr, create_optimizer
@@ -530,7 +532,8 @@ def sample_text(model, tokenizer, prompt='\n', n=300, temperature=0.8, top_k=Non
 
 # %% ../nbs/06_training.ipynb #26b293bf
 def prepare_data(cfg: TrainConfig):
-    "Load `cfg.corpus` and tokenize it with `cfg.tokenizer`, trained on the training split only (char: the whole alphabet)."
+    "Load `cfg.corpus` and tokenize it with `cfg.tokenizer`, trained on the training split only (char: the whole alphabet); a shard folder from `llmtrain prepare` is memory-mapped as it is."
+    if is_shard_dir(cfg.corpus): return load_shards(cfg.corpus)
     text = load_corpus(cfg.corpus)
     if cfg.tokenizer == 'char': tok = train_tokenizer('char', text)      # an alphabet leaks nothing, and val needs it all
     else: tok = train_tokenizer(cfg.tokenizer, text[:int(len(text) * (1 - cfg.val_fraction))], vocab_size=cfg.vocab_size)
@@ -568,11 +571,12 @@ def fixed_batches(x, y, batch_size, device='cpu') -> list:
 
 # %% ../nbs/06_training.ipynb #e61acb2c
 def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
-    "A `Trainer` for a language model on `cfg.corpus`: random windows for training, fixed ones for evaluation."
+    "A `Trainer` for a language model on `cfg.corpus`: random windows (or shuffled epochs, `cfg.sampler`) for training, fixed ones for evaluation."
     rank, _, world = dist_env()
     data = prepare_data(cfg)
     model = create_model(cfg, data.tokenizer.vocab_size)
-    train_b = RandomWindows(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
+    Sampler = SequentialWindows if cfg.sampler == 'sequential' else RandomWindows
+    train_b = Sampler(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
     # evaluation batches of the global batch size, shared out whole among the processes: the same score on any world size
     eval_b = eval_windows(data.val, cfg.block_size, cfg.batch_size * world, cfg.eval_iters, seed=cfg.seed + 1, device=device)
     return Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=data.tokenizer)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #e9ab7fdc
 from __future__ import annotations
-import os, sys, random, difflib, dataclasses, tempfile, contextlib, typing
+import os, sys, errno, math, random, shutil, difflib, dataclasses, tempfile, contextlib, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
 import numpy as np
@@ -12,8 +12,9 @@ import torch
 import yaml
 
 # %% auto #0
-__all__ = ['LLMTrainError', 'ConfigError', 'DataError', 'CorpusNotFoundError', 'CheckpointError', 'cache_dir', 'atomic_write',
-           'set_seed', 'TrainConfig', 'validate_config', 'parse_overrides', 'load_config', 'save_config']
+__all__ = ['LLMTrainError', 'ConfigError', 'DataError', 'CorpusNotFoundError', 'CheckpointError', 'DiskFullError', 'cache_dir',
+           'atomic_write', 'set_seed', 'TrainConfig', 'validate_config', 'parse_overrides', 'load_config',
+           'save_config']
 
 # %% ../nbs/00_core.ipynb #0cdcd7ad
 class LLMTrainError(Exception):
@@ -30,6 +31,9 @@ class CorpusNotFoundError(DataError, FileNotFoundError):
 
 class CheckpointError(LLMTrainError, RuntimeError):
     "A checkpoint cannot be read or does not fit the model."
+
+class DiskFullError(LLMTrainError, OSError):
+    "The disk filled up while a file was being written; the file's previous version is left as it was."
 
 # %% ../nbs/00_core.ipynb #d88fd250
 def cache_dir() -> Path:
@@ -50,9 +54,25 @@ def atomic_write(path):
         yield Path(tmp)
         with open(tmp, 'rb+') as f: os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(e, path.parent)                 # asked before the temporary file frees its space
         with contextlib.suppress(FileNotFoundError): os.unlink(tmp)
+        if full:
+            raise DiskFullError(errno.ENOSPC, f"No space left on the device holding {path.parent} while writing {path.name} "
+                                f"({_free(path.parent)} free); {'the previous ' + path.name + ' is intact' if path.exists() else 'nothing was written'}. "
+                                "Free some space or point out_dir (or LLMTRAIN_CACHE) at a larger disk, then run again") from e
         raise
+
+def _disk_full(e, folder) -> bool:
+    "Whether `e` means the disk is full: ENOSPC/EDQUOT, or torch.save's zip writer failing on a disk with (almost) no space left."
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)): return True
+    if isinstance(e, RuntimeError):       # torch.save reports a short write as 'unexpected pos N vs M' or 'file write failed'
+        with contextlib.suppress(OSError): return shutil.disk_usage(folder).free < (1 << 20)
+    return False
+
+def _free(folder) -> str:
+    with contextlib.suppress(OSError): return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
+    return 'unknown'
 
 # %% ../nbs/00_core.ipynb #cdcea1e2
 def set_seed(seed: int):
@@ -147,6 +167,13 @@ def validate_config(cfg):
               'early_stop_min_delta'):
         if getattr(cfg, k) < 0: raise ConfigError(f"{k}={getattr(cfg, k)} must be >= 0")
     if cfg.keep_last < 1: raise ConfigError(f"keep_last={cfg.keep_last} must be >= 1")
+    for f in fields(cfg):                                 # inf passes every range check above: lr=inf, grad_clip=nan
+        v = getattr(cfg, f.name)
+        if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{f.name}={v} must be a finite number")
+    for k in ('lr_decay_iters', 'vocab_size'):
+        v = getattr(cfg, k)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f"{k}={v!r} must be a positive integer (or None for the default)")
     if cfg.model == 'gpt' and cfg.n_embd % cfg.n_head: raise ConfigError(f"n_embd={cfg.n_embd} must be divisible by n_head={cfg.n_head}")
 
 # %% ../nbs/00_core.ipynb #53f9fe24
@@ -160,7 +187,9 @@ def _coerce(key, value, typ):
     if type(None) in args:                                    # Optional[X]
         if value is None or (isinstance(value, str) and value.lower() in ('none', 'null', '')): return None
         typ = next(a for a in args if a is not type(None))
-    if isinstance(value, str) and typ is not str: value = yaml.safe_load(value)
+    if isinstance(value, str) and typ is not str:
+        try: value = yaml.safe_load(value)
+        except yaml.YAMLError: raise ConfigError(f"{key}={value!r} is not a valid {getattr(typ, '__name__', typ)}") from None
     try:
         if typ is bool:
             if isinstance(value, bool): return value
@@ -201,7 +230,9 @@ def load_config(path=None, overrides=(), **kwargs) -> TrainConfig:
     if path is not None:
         p = Path(path)
         if not p.is_file(): raise ConfigError(f"Config file {p} does not exist; pass the path of a YAML file (see configs/)")
-        d = yaml.safe_load(p.read_text()) or {}
+        try: d = yaml.safe_load(p.read_text(encoding='utf-8')) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"Config file {p} is not valid YAML ({str(e).splitlines()[0][:200]}); fix it or start from a file in configs/") from None
         if not isinstance(d, dict): raise ConfigError(f"Config file {p} must hold a mapping of key: value")
     d.update(parse_overrides(overrides))
     d.update(kwargs)

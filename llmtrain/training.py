@@ -181,10 +181,18 @@ class LivePlot(Callback):
 
 # %% ../nbs/06_training.ipynb #d58a4dc4
 class Checkpointer(Callback):
-    "Save `ckpt.pt` at evaluations and every `ckpt_interval` steps; keep the last `keep_last` and the best."
-    order = 5
+    "Save `ckpt.pt` at evaluations and every `ckpt_interval` steps, once the step's metrics rows are written; keep the last `keep_last` and the best."
+    order = 50                  # after CSVLogger: a checkpoint never holds a step whose rows a kill could still lose
+    def on_fit_start(self, t):
+        "Remove the temporary files of checkpoint and weight writes that a killed run left behind."
+        if t.is_main:
+            for pat in ('.*.pt.*.tmp', '.model.safetensors.*.tmp'):
+                for p in t.run_dir.glob(pat): p.unlink(missing_ok=True)
+    def _interval(self, t): return t.cfg.ckpt_interval and t.iter % t.cfg.ckpt_interval == 0 and not t.eval_due()
     def on_step_end(self, t, loss):
-        if t.cfg.ckpt_interval and t.iter % t.cfg.ckpt_interval == 0 and not t.eval_due(): self.save(t)
+        if self._interval(t) and not t.log_due(): self.save(t)
+    def on_log(self, t, m):
+        if self._interval(t): self.save(t)
     def on_eval(self, t, m):
         path = self.save(t)
         if t.improved and t.cfg.keep_best and path is not None: self._link(path, t.run_dir/'best.pt')
@@ -251,6 +259,7 @@ class Trainer:
         self.best_val, self.history, self.should_stop, self.improved = float('inf'), [], False, False
         self.eval_metrics = {}
         self._nonfinite = torch.zeros((), device=self.device, dtype=torch.int64)
+        self._loss_sum, self._log_start = torch.zeros((), device=self.device), 0   # the open log window: summed loss, first iteration
 
     def _wrap(self, model):
         "DDP or FSDP2 under torchrun (`cfg.distributed`), then `torch.compile` when asked."
@@ -290,6 +299,10 @@ class Trainer:
 
     def _cb(self, event, *args):
         for c in self.callbacks: getattr(c, event)(self, *args)
+
+    def log_due(self):
+        "Whether a log row follows the current step."
+        return self.iter % self.cfg.log_interval == 0 or self.iter == self.cfg.max_iters
 
     def eval_due(self):
         "Whether an evaluation follows the current step."
@@ -338,6 +351,7 @@ def train_step(self):
     self._optimizer_step(total)
     self.opt.zero_grad(set_to_none=True)
     self.iter += 1
+    self._loss_sum += total                          # before on_step_end: a checkpoint there holds this step's loss
     self._cb('on_step_end', total)
     return total
 
@@ -405,7 +419,22 @@ def state_dict(self) -> dict:
     return {'model': self.model_state(), 'optimizer': opt, 'scaler': self.scaler.state_dict(),
             'iter': self.iter, 'tokens_seen': self.tokens_seen, 'best_val': self.best_val, 'precision': self.precision,
             'sampler': self.train_batches.state_dict(), 'rng': rng_state(), 'config': asdict(self.cfg),
-            'world_size': self.world}
+            'world_size': self.world, 'log_window': {'start': self._log_start, 'loss_sum': self._loss_sum.detach().cpu()}}
+
+def _mismatch(s, own: dict, cfg, e, limit=30) -> str:
+    "Why checkpoint `s` does not fit a model with state dict `own`: the config fields that differ, then every tensor that is missing, extra or of another shape."
+    ck, old = s.get('model') or {}, s.get('config') or {}
+    fields_ = [f"{k}={old[k]!r} (here {getattr(cfg, k, None)!r})" for k in old
+               if old[k] != getattr(cfg, k, None) and k not in ('max_iters', 'name', 'out_dir', 'progress', 'lr_decay_iters')]
+    shapes = [f"{k}: {tuple(v.shape)} in the checkpoint, {tuple(own[k].shape)} in the model" for k, v in ck.items()
+              if k in own and hasattr(v, 'shape') and tuple(v.shape) != tuple(own[k].shape)]
+    missing, extra = [k for k in own if k not in ck], [k for k in ck if k not in own]
+    lines = ([f"shape differs for {x}" for x in shapes] + [f"missing from the checkpoint: {k}" for k in missing]
+             + [f"not in the model: {k}" for k in extra]) or [f"{type(e).__name__}: {str(e)[:300]}"]
+    more = f"\n  ... and {len(lines) - limit} more" if len(lines) > limit else ''
+    return (f"The checkpoint does not fit this model; its config differs in {', '.join(fields_) or 'no field'}:\n  "
+            + '\n  '.join(lines[:limit]) + more + "\nResume with the run's own config.yaml (llmtrain train --resume runs/<name>) "
+            "or start a new run")
 
 def load_state_dict(self, s: dict):
     "Restore a `state_dict`; the model's shape must match."
@@ -419,13 +448,14 @@ def load_state_dict(self, s: dict):
                                               for k, v in st.items()} for i, st in opt_sd['state'].items()}}
         self.raw_model.load_state_dict(model_sd); self.opt.load_state_dict(opt_sd)
     except (RuntimeError, KeyError, ValueError, IndexError) as e:
-        diff = [k for k in s['config'] if s['config'][k] != getattr(self.cfg, k, None) and k not in ('max_iters', 'name', 'out_dir')]
-        raise CheckpointError(f"The checkpoint does not fit this model (config differs in {diff}): {str(e)[:300]}") from None
+        raise CheckpointError(_mismatch(s, self.raw_model.state_dict(), self.cfg, e)) from None
     self.scaler.load_state_dict(s['scaler'])
     self.iter = self.start_iter = s['iter']
     self.tokens_seen, self.best_val, self.precision = s['tokens_seen'], s['best_val'], s['precision']
     self.train_batches.load_state_dict(s['sampler'])
     set_rng_state(s['rng'])
+    w = s.get('log_window') or {'start': self.iter, 'loss_sum': torch.zeros(())}     # older checkpoints: a fresh window
+    self._log_start, self._loss_sum = w['start'], w['loss_sum'].to(self.device)
 
 def save(self, name='ckpt.pt'):
     "Write a checkpoint into the run folder (rank 0 writes; every process takes part in gathering); returns its path."
@@ -454,13 +484,13 @@ def fit(self):
     self.model.train()
     self._cb('on_fit_start')
     try:
-        t0 = t_log = time.perf_counter(); it_log, tok_log = self.iter, self.tokens_seen
-        loss_sum = torch.zeros((), device=self.device)
+        t0 = t_log = time.perf_counter(); tok_log = self.tokens_seen
         while self.iter < cfg.max_iters and not self.should_stop:
-            loss_sum += self.train_step()
+            self.train_step()
             it = self.iter
-            if it % cfg.log_interval == 0 or it == cfg.max_iters:
+            if self.log_due():
                 now = time.perf_counter()
+                it_log, loss_sum = self._log_start, self._loss_sum
                 if self.world > 1: dist.all_reduce(loss_sum); loss_sum /= self.world
                 skipped = int(self._nonfinite.item())          # the sync: once per log interval
                 m = dict(iter=it, tokens=self.tokens_seen, train_loss=(loss_sum / (it - it_log)).item(),
@@ -471,9 +501,9 @@ def fit(self):
                     raise NonFiniteError(f"The loss or gradient was NaN/Inf at {skipped} step(s) up to iteration {it} "
                                          "(those updates were not applied). Lower lr, set grad_clip, use bf16 instead of "
                                          "fp16, check the data, or pass nan_policy=skip to skip such steps")
+                t_log, tok_log, self._log_start = now, self.tokens_seen, it
+                loss_sum.zero_()                             # a new window opens before a checkpoint in on_log saves it
                 self.history.append(m); self._cb('on_log', m)
-                t_log, it_log, tok_log = now, it, self.tokens_seen
-                loss_sum.zero_()
             if self.eval_due():
                 m = dict(iter=it, tokens=self.tokens_seen, val_loss=self.evaluate(), **self.eval_metrics,
                          elapsed_s=time.perf_counter() - t0)

@@ -9,7 +9,7 @@ from llmtrain.core import CheckpointError
 from llmtrain.training import load_checkpoint
 
 SMALL = ['n_layer=2', 'n_head=2', 'n_embd=32', 'block_size=32', 'batch_size=4', 'eval_iters=3', 'log_interval=5',
-         'sample_tokens=50', 'progress=false', 'warmup_iters=5', 'dropout=0.1']
+         'sample_tokens=50', 'progress=false', 'warmup_iters=5', 'dropout=0.1', 'precision=fp32']
 
 def run_cli(*args):
     return subprocess.run([sys.executable, '-m', 'llmtrain.cli', *args], capture_output=True, text=True, timeout=600)

@@ -3,7 +3,7 @@ PY ?= python3
 PIP = $(PY) -m pip
 TORCH ?= torch==2.13.0
 
-.PHONY: install install-dev demo test lib clean-nbs check-sync bench
+.PHONY: install install-dev demo test lib clean-nbs check-sync bench docs lab
 
 install:            ## PyTorch first (a CPU build where one is offered), then llmtrain
 	$(PIP) install -q $(TORCH)
@@ -29,3 +29,9 @@ check-sync:         ## fail when the notebooks, the library or README.md are out
 
 bench:              ## CPU benchmarks (results go to bench/out/)
 	$(PY) bench/train_cpu.py
+
+docs: install-dev   ## the docs site in _docs/, built offline from the notebooks (tools/build_docs.py; MathJax from npm)
+	OMP_NUM_THREADS=1 $(PY) tools/build_docs.py
+
+lab: install-dev    ## JupyterLab on the book (nbs/)
+	$(PY) -m jupyter lab nbs

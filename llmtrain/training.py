@@ -657,7 +657,10 @@ def finish_run(t: Trainer):
     if not t.is_main: return
     with atomic_write(t.run_dir/'model.safetensors') as f: save_file(dedup_tensors(state), str(f))
     import matplotlib.pyplot as plt
-    fig = plot_run(t.history, t.run_dir/'loss.png', title=f"{t.run_dir.name}: best val {t.best_val:.4f}")
+    hist, log = t.history, t.run_dir/'metrics.csv'
+    if log.is_file():                                    # the whole run, also the part before a resume
+        with open(log, newline='') as f: hist = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
+    fig = plot_run(hist, t.run_dir/'loss.png', title=f"{t.run_dir.name}: best val {t.best_val:.4f}")
     plt.close(fig)
     if getattr(t, 'test_batches', None) is not None:    # image runs: the held-back test split, scored once
         from llmtrain.evaluation import evaluate

@@ -585,13 +585,14 @@ class BPETokenizer(Tokenizer):
             raise
 
     def encode_array(self, text: str, dtype=np.int64) -> np.ndarray:
-        "The ids of `text` as an array: its pieces encoded in one `encode_batch` call (parallel unless TOKENIZERS_PARALLELISM=false)."
+        "The ids of `text` as an array: its pieces encoded in one batch call (parallel unless TOKENIZERS_PARALLELISM=false)."
         _check_text(text, 'encode')
-        try: enc = self.hf.encode_batch(_text_chunks(text), add_special_tokens=False)
+        batch = getattr(self.hf, 'encode_batch_fast', self.hf.encode_batch)   # _fast skips character offsets: ~1.3x
+        try: enc = batch(_text_chunks(text), add_special_tokens=False)
         except Exception:
             _check_unicode(text)
             raise
-        return np.fromiter((i for e in enc for i in e.ids), dtype=dtype)
+        return np.concatenate([np.asarray(e.ids, dtype=dtype) for e in enc]) if enc else np.zeros(0, dtype)
 
     def decode(self, ids) -> str:
         "The text of `ids` (a slice that cuts a character's bytes shows U+FFFD there; the whole sequence is exact)."

@@ -4,18 +4,18 @@
 
 # %% ../nbs/06_training.ipynb #a45c2f94
 from __future__ import annotations
-import os, sys, csv, json, time, random, platform, contextlib, datetime
+import os, sys, csv, json, time, random, warnings, platform, contextlib, datetime
 from dataclasses import asdict, dataclass
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from .core import (TrainConfig, LLMTrainError, ConfigError, CheckpointError, atomic_write, set_seed,
+from .core import (TrainConfig, LLMTrainError, ConfigError, DataError, CheckpointError, atomic_write, set_seed,
                            save_config)
 from .data import (load_corpus, encode_corpus, RandomWindows, SequentialWindows, eval_windows, ResidentBatches,
                            to_device)
 from .shards import is_shard_dir, load_shards
-from .preprocessing import save_tokenizer, train_tokenizer
+from .preprocessing import save_tokenizer, train_tokenizer, VocabSizeWarning
 from .models import create_model, generate, flops_per_token, model_flops, CNN_MODELS
 from .optim import schedule_lr, create_optimizer
 from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops,
@@ -566,7 +566,11 @@ def prepare_data(cfg: TrainConfig):
     if is_shard_dir(cfg.corpus): return load_shards(cfg.corpus)
     text = load_corpus(cfg.corpus)
     if cfg.tokenizer == 'char': tok = train_tokenizer('char', text)      # an alphabet leaks nothing, and val needs it all
-    else: tok = train_tokenizer(cfg.tokenizer, text[:int(len(text) * (1 - cfg.val_fraction))], vocab_size=cfg.vocab_size)
+    else:                                                # a vocabulary the text cannot fill is an error, as in `llmtrain prepare`
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', VocabSizeWarning)
+            try: tok = train_tokenizer(cfg.tokenizer, text[:int(len(text) * (1 - cfg.val_fraction))], vocab_size=cfg.vocab_size)
+            except VocabSizeWarning as w: raise DataError(f"Corpus {cfg.corpus!r}: {w}") from None
     return encode_corpus(text, tokenizer=tok, val_fraction=cfg.val_fraction)
 
 # %% ../nbs/06_training.ipynb #8ce0ae0f

@@ -84,3 +84,8 @@ def test_image_run_trains_scores_its_test_split_and_evaluates(tmp_path):
 def test_image_run_refuses_a_text_corpus(tmp_path):
     r = run_cli('train', 'model=strong_cnn', 'corpus=pydoc', f'out_dir={tmp_path}', 'name=x')
     assert r.returncode == 2 and 'fashion-mnist' in r.stderr and 'Traceback' not in r.stderr
+
+def test_a_vocabulary_the_corpus_cannot_fill_is_refused(tmp_path):
+    r = run_cli('train', 'tokenizer=bpe', 'vocab_size=200000', 'max_iters=2', f'out_dir={tmp_path}', 'name=v')
+    assert r.returncode == 2 and 'vocab_size<=' in r.stderr and 'Traceback' not in r.stderr
+    assert not (tmp_path/'v').exists()

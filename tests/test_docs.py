@@ -44,16 +44,22 @@ def site(tmp_path_factory):
         out, work = ROOT/'_docs', ROOT/'_docs_build'
         assert (out/'index.html').is_file(), 'LLMTRAIN_DOCS_BUILT is set but _docs/ has no site: run `make docs`'
         return out, work
-    tmp = tmp_path_factory.mktemp('docs')
-    out, work = tmp/'site', tmp/'work'
-    # one notebook at a time when another xdist worker shares the two cores
-    jobs = '1' if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1 else '2'
-    r = subprocess.run([sys.executable, str(ROOT/'tools'/'build_docs.py'), '--out', str(out), '--work', str(work),
-                        '--jobs', jobs], cwd=ROOT, capture_output=True, text=True,
-                       env=dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1'))
-    SCREENS.mkdir(exist_ok=True)
-    (SCREENS/'build.log').write_text(r.stdout + r.stderr, encoding='utf-8')   # per-notebook times, warnings
-    assert r.returncode == 0, f'docs build failed:\n{r.stdout[-4000:]}\n{r.stderr[-6000:]}'
+    from filelock import FileLock
+    shared = tmp_path_factory.getbasetemp().parent          # common to every xdist worker of this session
+    tmp = shared/'docs'
+    out, work, failed = tmp/'site', tmp/'work', tmp/'FAILED'
+    with FileLock(str(shared/'docs.lock')):                 # built once: a second worker waits, then reuses it
+        if not (out/'index.html').is_file() and not failed.exists():
+            tmp.mkdir(exist_ok=True)
+            # one notebook at a time when another xdist worker shares the two cores
+            jobs = '1' if int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1')) > 1 else '2'
+            r = subprocess.run([sys.executable, str(ROOT/'tools'/'build_docs.py'), '--out', str(out), '--work', str(work),
+                                '--jobs', jobs], cwd=ROOT, capture_output=True, text=True,
+                               env=dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1'))
+            SCREENS.mkdir(exist_ok=True)
+            (SCREENS/'build.log').write_text(r.stdout + r.stderr, encoding='utf-8')   # per-notebook times, warnings
+            if r.returncode: failed.write_text(f'{r.stdout[-4000:]}\n{r.stderr[-6000:]}', encoding='utf-8')
+    assert not failed.exists(), f'docs build failed:\n{failed.read_text(encoding="utf-8")}'
     return out, work
 
 class _Quiet(SimpleHTTPRequestHandler):

@@ -249,8 +249,13 @@ def mathjax(work: Path) -> Path:
     pkg = work/'npm'; pkg.mkdir(parents=True, exist_ok=True)
     es5 = pkg/'node_modules'/'mathjax'/'es5'
     if not (es5/'tex-mml-chtml.js').exists():
-        subprocess.run([npm, 'install', '--prefix', str(pkg), '--no-audit', '--no-fund', '--no-save', '--silent', MATHJAX],
-                       check=True)
+        env = dict(os.environ)
+        # Node trusts only its own bundled CAs; trust the system's bundle too, as pip does (a registry behind a proxy)
+        for ca in ('/etc/ssl/certs/ca-certificates.crt', '/etc/pki/tls/certs/ca-bundle.crt'):
+            if 'NODE_EXTRA_CA_CERTS' not in env and Path(ca).is_file(): env['NODE_EXTRA_CA_CERTS'] = ca
+        r = subprocess.run([npm, 'install', '--prefix', str(pkg), '--no-audit', '--no-fund', '--no-save', MATHJAX],
+                           env=env, capture_output=True, text=True)
+        if r.returncode: sys.exit(f'npm could not install {MATHJAX} for the docs:\n{(r.stdout + r.stderr)[-2000:]}')
     for part in MATHJAX_PARTS:
         s, d = es5/part, dst/part
         if s.is_dir(): shutil.copytree(s, d, dirs_exist_ok=True)

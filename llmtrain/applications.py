@@ -10,14 +10,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import TrainConfig, ConfigError, DataError, set_seed
-from .data import ResidentBatches, load_fashion_mnist, to_device
+from .data import ResidentBatches, to_device, IMAGE_DATASETS, load_images
 from .evaluation import ConfusionMatrix
-from .training import Trainer
+from .training import Trainer, fixed_batches
+from .resources import resolve_device
 
 # %% auto #0
-__all__ = ['SPEAKER_RE', 'FASHION_CLASSES', 'IMAGE_DATASETS', 'fit_classifier', 'seconds_per_epoch', 'predict',
-           'classification_scores', 'parse_speeches', 'block_split', 'speaker_dataset', 'tfidf_baseline',
-           'TextClassifier', 'encode_texts', 'load_image_data', 'misclassified', 'plot_misclassified']
+__all__ = ['SPEAKER_RE', 'FASHION_CLASSES', 'fit_classifier', 'seconds_per_epoch', 'predict', 'classification_scores',
+           'parse_speeches', 'block_split', 'speaker_dataset', 'tfidf_baseline', 'TextClassifier', 'encode_texts',
+           'load_image_data', 'misclassified', 'plot_misclassified']
 
 # %% ../nbs/09b_classification.ipynb #c801d9a2
 def fit_classifier(model, train, val=None, epochs=5, batch_size=32, lr=1e-3, optimizer='adam', schedule='constant',
@@ -35,12 +36,10 @@ def fit_classifier(model, train, val=None, epochs=5, batch_size=32, lr=1e-3, opt
                      lr_decay_iters=total, grad_clip=grad_clip, beta2=beta2, eval_interval=steps, eval_iters=1,
                      log_interval=min(100, steps), progress=progress, sample_tokens=0, precision=precision, device=device,
                      seed=seed), **cfg_kw})
-    dev = torch.device(device if device != 'auto' else ('cuda' if torch.cuda.is_available() else 'cpu'))
+    dev = resolve_device(device)
     batches = ResidentBatches(to_device(x, dev), to_device(y, dev), batch_size, seed=seed)
     vx, vy = val if val is not None else train
-    evals = [(to_device(vx[i:i + eval_batch_size], dev), to_device(vy[i:i + eval_batch_size], dev))
-             for i in range(0, len(vx), eval_batch_size)]
-    t = Trainer(model, batches, evals, cfg, run_dir=run_dir, callbacks=callbacks)
+    t = Trainer(model, batches, fixed_batches(vx, vy, eval_batch_size, dev), cfg, run_dir=run_dir, callbacks=callbacks)
     t.steps_per_epoch = steps
     return t.fit()
 
@@ -166,30 +165,13 @@ def encode_texts(texts, tokenizer, max_len=128, lowercase=True) -> torch.Tensor:
 
 # %% ../nbs/09b_classification.ipynb #73cffa98
 FASHION_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
-IMAGE_DATASETS = ('fashion-mnist', 'digits', 'mnist')
-
-def _sklearn_digits(seed=0):
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-    X, Y = load_digits(return_X_y=True)
-    X = torch.tensor(X, dtype=torch.float32).view(-1, 1, 8, 8) / 16
-    i_tr, i_te = train_test_split(np.arange(len(Y)), test_size=0.2, stratify=Y, random_state=seed)
-    Y = torch.tensor(Y, dtype=torch.long)
-    return (X[i_tr], Y[i_tr]), (X[i_te], Y[i_te])
 
 def load_image_data(name='fashion-mnist', train_subset=None, test_subset=None, seed=0) -> dict:
     "Train and test `(x, y)` image tensors (`(N, C, H, W)` float in [0, 1], int64 labels) and class names of `name`: " \
     "'fashion-mnist' | 'digits' | 'mnist'; `train_subset`, `test_subset` keep the first of a seeded shuffle of each split."
-    if name == 'fashion-mnist': train, test, classes = load_fashion_mnist('train'), load_fashion_mnist('test'), FASHION_CLASSES
-    elif name == 'digits':
-        import llmtrain.data as D
-        train, test = (D.load_digits('train', seed=seed), D.load_digits('test', seed=seed)) if hasattr(D, 'load_digits') else _sklearn_digits(seed)
-        classes = tuple(str(i) for i in range(10))
-    elif name == 'mnist':
-        import llmtrain.data as D
-        if not hasattr(D, 'load_mnist'): raise DataError("this llmtrain has no MNIST downloader (llmtrain.data.load_mnist); use fashion-mnist or digits")
-        train, test, classes = D.load_mnist('train'), D.load_mnist('test'), tuple(str(i) for i in range(10))
-    else: raise ConfigError(f"image dataset {name!r} is not one of {IMAGE_DATASETS}")
+    kw = dict(seed=seed) if name == 'digits' else {}                  # digits: a seeded train/test split
+    train, test = load_images(name, 'train', **kw), load_images(name, 'test', **kw)
+    classes = FASHION_CLASSES if name == 'fashion-mnist' else tuple(str(i) for i in range(10))
     def subset(xy, n):
         if n is None or n >= len(xy[0]): return xy
         keep = torch.randperm(len(xy[0]), generator=torch.Generator().manual_seed(seed))[:n]

@@ -13,10 +13,10 @@ from .core import ConfigError, DataError, CorpusNotFoundError, cache_dir, atomic
 from .preprocessing import CharTokenizer
 
 # %% auto #0
-__all__ = ['CORPORA', 'FASHION_DIRS', 'MNIST_MIRRORS', 'MNIST_SHA256', 'Corpus', 'register_corpus', 'sha256_file', 'download',
-           'corpus_path', 'read_text_file', 'load_corpus', 'TextData', 'encode_corpus', 'to_device', 'RandomWindows',
-           'eval_windows', 'SequentialWindows', 'ResidentBatches', 'read_idx', 'load_fashion_mnist', 'fetch',
-           'load_mnist', 'load_digits', 'image_stats', 'normalize_images']
+__all__ = ['CORPORA', 'FASHION_DIRS', 'MNIST_MIRRORS', 'MNIST_SHA256', 'IMAGE_DATASETS', 'Corpus', 'register_corpus',
+           'sha256_file', 'download', 'corpus_path', 'read_text_file', 'load_corpus', 'TextData', 'encode_corpus',
+           'to_device', 'RandomWindows', 'eval_windows', 'SequentialWindows', 'ResidentBatches', 'read_idx',
+           'load_fashion_mnist', 'fetch', 'load_mnist', 'load_digits', 'image_stats', 'normalize_images', 'load_images']
 
 # %% ../nbs/01b_data.ipynb #9d9135e6
 @dataclass
@@ -339,3 +339,11 @@ def normalize_images(x: torch.Tensor, mean, std) -> torch.Tensor:
     std = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
     if (std <= 0).any(): raise DataError("A channel has standard deviation 0 and cannot be normalised; drop it or pass std=1")
     return (x - mean) / std
+
+# %% ../nbs/01b_data.ipynb #6b0c13d9
+IMAGE_DATASETS = {'fashion-mnist': load_fashion_mnist, 'mnist': load_mnist, 'digits': load_digits}
+
+def load_images(name, split='train', **kwargs):
+    "`(images, labels)` of split `split` of the image set `name` (a key of `IMAGE_DATASETS`); `kwargs` go to its loader."
+    if name not in IMAGE_DATASETS: raise ConfigError(f"image set {name!r} is not one of {tuple(IMAGE_DATASETS)}")
+    return IMAGE_DATASETS[name](split, **kwargs)

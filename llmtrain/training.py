@@ -13,7 +13,7 @@ import torch.nn as nn
 from .core import (TrainConfig, LLMTrainError, ConfigError, DataError, CheckpointError, atomic_write, set_seed,
                            save_config)
 from .data import (load_corpus, encode_corpus, RandomWindows, SequentialWindows, eval_windows, ResidentBatches,
-                           to_device)
+                           to_device, IMAGE_DATASETS, load_images)
 from .shards import is_shard_dir, load_shards
 from .preprocessing import save_tokenizer, train_tokenizer, VocabSizeWarning
 from .models import create_model, generate, flops_per_token, model_flops, CNN_MODELS
@@ -22,13 +22,12 @@ from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_
                                 device_name, init_distributed, is_distributed, dist_env, dist)
 
 # %% auto #0
-__all__ = ['METRICS', 'IMAGE_DATASETS', 'lr_at', 'param_groups', 'configure_optimizer', 'rng_state', 'set_rng_state',
-           'save_checkpoint', 'load_checkpoint', 'Callback', 'CSVLogger', 'TensorBoardLogger', 'read_tensorboard',
-           'in_notebook', 'ProgressBar', 'LivePlot', 'Checkpointer', 'EarlyStopping', 'ThroughputMonitor',
-           'NonFiniteError', 'Trainer', 'target_count', 'train_step', 'evaluate', 'model_state', 'state_dict',
-           'load_state_dict', 'save', 'lr_find', 'fit', 'environment', 'run_name', 'plot_run', 'sample_text',
-           'prepare_data', 'ImageData', 'prepare_images', 'fixed_batches', 'text_trainer', 'image_trainer', 'train',
-           'dedup_tensors', 'finish_run']
+__all__ = ['METRICS', 'lr_at', 'param_groups', 'configure_optimizer', 'rng_state', 'set_rng_state', 'save_checkpoint',
+           'load_checkpoint', 'Callback', 'CSVLogger', 'TensorBoardLogger', 'read_tensorboard', 'in_notebook',
+           'ProgressBar', 'LivePlot', 'Checkpointer', 'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer',
+           'target_count', 'train_step', 'evaluate', 'model_state', 'state_dict', 'load_state_dict', 'save', 'lr_find',
+           'fit', 'environment', 'run_name', 'plot_run', 'sample_text', 'prepare_data', 'ImageData', 'prepare_images',
+           'fixed_batches', 'text_trainer', 'image_trainer', 'train', 'dedup_tensors', 'finish_run']
 
 # %% ../nbs/06_training.ipynb #eb2fb678
 def lr_at(it, cfg) -> float:
@@ -574,8 +573,6 @@ def prepare_data(cfg: TrainConfig):
     return encode_corpus(text, tokenizer=tok, val_fraction=cfg.val_fraction)
 
 # %% ../nbs/06_training.ipynb #8ce0ae0f
-IMAGE_DATASETS = {'fashion-mnist': 'load_fashion_mnist', 'mnist': 'load_mnist', 'digits': 'load_digits'}
-
 @dataclass
 class ImageData:
     "An image classification set: `(x, y)` tensors for train, validation and test, and the number of classes."
@@ -588,14 +585,12 @@ class ImageData:
 
 def prepare_images(cfg: TrainConfig) -> ImageData:
     "The image set `cfg.corpus`: its train split less a seeded `val_fraction` held out for validation, and its test split."
-    import llmtrain.data as D
     if cfg.corpus not in IMAGE_DATASETS:
         raise ConfigError(f"model={cfg.model} classifies images: corpus must be one of {tuple(IMAGE_DATASETS)}, not {cfg.corpus!r}")
-    load = getattr(D, IMAGE_DATASETS[cfg.corpus])
-    x, y = load('train')
+    x, y = load_images(cfg.corpus, 'train')
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))
     n_val = max(1, int(len(x) * cfg.val_fraction))
-    test = load('test')
+    test = load_images(cfg.corpus, 'test')
     return ImageData((x[perm[n_val:]], y[perm[n_val:]]), (x[perm[:n_val]], y[perm[:n_val]]), test,
                      int(max(y.max(), test[1].max())) + 1)
 

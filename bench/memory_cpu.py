@@ -24,7 +24,7 @@ def main():
     for L, C, T, V, B, prec in CONFIGS:
         c = GPTConfig(n_layer=L, n_head=C // 64, n_embd=C, block_size=T, vocab_size=V)
         t = time.perf_counter()
-        pred, meas, rss = gpt_memory(c, B, prec)['peak'], measure_step_peak(c, B, prec, device='cpu'), measure_step_rss(c, B, prec)
+        pred, meas, rss = gpt_memory(c, B, prec, 'cpu')['peak'], measure_step_peak(c, B, prec, device='cpu'), measure_step_rss(c, B, prec)
         rows.append(dict(config=f"{L}L x {C}, T={T}, V={V}", micro_batch=B, precision=prec, predicted_MB=pred / 1e6,
                          measured_MB=meas / 1e6, error=pred / meas - 1, process_MB=rss / 1e6 if rss else None,
                          seconds=time.perf_counter() - t))

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'RNN_CELLS', 'CNN_MODELS', 'swiglu_hidden', 'GPTConfig', 'CausalSelfAttention',
-           'rope_angles', 'apply_rope', 'make_norm', 'MLP', 'SwiGLU', 'Block', 'GPT', 'KVCache', 'RNNConfig',
-           'RNNState', 'RNNLM', 'sample_next', 'generate', 'num_params', 'flops_per_token', 'model_flops',
-           'counted_flops', 'activation_memory', 'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN',
-           'create_model', 'attention_maps']
+__all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'MATMUL_ATTENTION_MAX_T', 'RNN_CELLS', 'CNN_MODELS', 'swiglu_hidden', 'GPTConfig',
+           'matmul_attention', 'uses_matmul_attention', 'attend', 'CausalSelfAttention', 'rope_angles', 'apply_rope',
+           'make_norm', 'MLP', 'SwiGLU', 'Block', 'GPT', 'KVCache', 'RNNConfig', 'RNNState', 'RNNLM', 'sample_next',
+           'generate', 'num_params', 'flops_per_token', 'model_flops', 'counted_flops', 'activation_memory',
+           'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN', 'create_model', 'attention_maps']
 
 # %% ../nbs/02_architectures.ipynb #1a99214d
 GPT_CHOICES = dict(pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'))
@@ -78,9 +78,34 @@ PRESETS = {
                         mlp_hidden=11008, **LLAMA),
 }
 
+# %% ../nbs/02_architectures.ipynb #7477e5f9
+MATMUL_ATTENTION_MAX_T = 512   # up to this many keys, bf16 attention on the CPU is faster as explicit matmuls (bench/attention_cpu.py)
+
+def matmul_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
+    "softmax(QKᵀ/√d + M)·V by two batched matmuls; arguments as `F.scaled_dot_product_attention` (a boolean mask is True where a query may look)."
+    *lead, T, d = q.shape
+    S = k.size(-2)
+    if is_causal: attn_mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril()
+    bias = torch.zeros(T, S, dtype=q.dtype, device=q.device)
+    if attn_mask is not None:
+        bias = bias.masked_fill(~attn_mask, float('-inf')) if attn_mask.dtype == torch.bool else bias + attn_mask.to(q.dtype)
+        if bias.dim() > 2: bias = bias.expand(*lead, T, S).reshape(-1, T, S)
+    att = torch.baddbmm(bias, q.reshape(-1, T, d), k.reshape(-1, S, d).transpose(1, 2), alpha=1 / math.sqrt(d)).softmax(-1)
+    if dropout_p > 0: att = F.dropout(att, dropout_p)
+    return torch.bmm(att, v.reshape(-1, S, v.size(-1))).view(*lead, T, v.size(-1))
+
+def uses_matmul_attention(device, dtype, n_keys: int) -> bool:
+    "Whether `attend` takes the matmul path: bf16 on the CPU with at most `MATMUL_ATTENTION_MAX_T` keys."
+    return torch.device(device).type == 'cpu' and dtype == torch.bfloat16 and n_keys <= MATMUL_ATTENTION_MAX_T
+
+def attend(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
+    "Attention by the faster kernel for the inputs: `matmul_attention` where `uses_matmul_attention`, else SDPA."
+    f = matmul_attention if uses_matmul_attention(q.device, q.dtype, k.size(-2)) else F.scaled_dot_product_attention
+    return f(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)
+
 # %% ../nbs/02_architectures.ipynb #61e2143e
 class CausalSelfAttention(nn.Module):
-    "Multi-head causal self-attention through `F.scaled_dot_product_attention`, with an optional KV cache and RoPE."
+    "Multi-head causal self-attention through `attend` (SDPA, or explicit matmuls for short bf16 CPU runs), with an optional KV cache and RoPE."
     def __init__(self, c: GPTConfig, layer_idx: int = 0):
         super().__init__()
         self.n_head, self.dropout, self.layer_idx = c.n_head, c.dropout, layer_idx
@@ -106,8 +131,7 @@ class CausalSelfAttention(nn.Module):
             if past and T > 1:               # a chunk after a cached prefix: each new token sees the prefix and the chunk up to itself
                 mask, causal = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past), False
             elif past: causal = False        # one new token attends to everything cached
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = attend(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
     def weights(self, x, rope=None):

@@ -8,7 +8,7 @@ import os, gc, time, math, json, copy, weakref, platform, contextlib
 from pathlib import Path
 import torch
 from .core import ConfigError, LLMTrainError, cache_dir, atomic_write
-from .models import GPT, GPTConfig, num_params
+from .models import GPT, GPTConfig, num_params, uses_matmul_attention
 
 # %% auto #0
 __all__ = ['resolve_device', 'cpu_has_bf16', 'resolve_precision', 'autocast_ctx', 'time_step', 'choose_cpu_precision',
@@ -81,14 +81,17 @@ def act_bytes(precision: str) -> int:
     if precision not in ('fp32', 'bf16', 'fp16'): raise ConfigError(f"precision={precision!r}: use fp32, bf16 or fp16")
     return 4 if precision == 'fp32' else 2
 
-def gpt_memory(c: GPTConfig, micro_batch: int, precision='bf16') -> dict:
-    "Predicted bytes of a GPT training step with AdamW: static parts, activations and the peak."
+def gpt_memory(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') -> dict:
+    "Predicted bytes of a GPT training step with AdamW on `device`: static parts, activations and the peak."
     with torch.device('meta'): P = sum(p.numel() for p in GPT(c).parameters())
-    a, C, V, L = act_bytes(precision), c.n_embd, c.vocab_size, c.n_layer
-    tokens = micro_batch * c.block_size
+    a, C, V, L, T = act_bytes(precision), c.n_embd, c.vocab_size, c.n_layer, c.block_size
+    tokens = micro_batch * T
     per_token = L * ((8 + 14 * a) * C + (2 * C if c.dropout > 0 else 0)) + (4 + a) * C + 4 * V
+    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
+    saved = (a + (a + 1) * (c.dropout > 0)) if uses_matmul_attention(device, dtype, T) else 0   # bytes per T×T weight kept
     m = dict(params=4 * P, grads=4 * P, optimizer=8 * P, weight_copies=0 if a == 4 else 2 * P,
-             activations=tokens * per_token, logits_grad=tokens * (4 + a) * V)
+             activations=tokens * per_token, attention_weights=L * micro_batch * c.n_head * T * T * saved,
+             logits_grad=tokens * (4 + a) * V)
     m['peak'] = sum(m.values())
     return m
 
@@ -104,17 +107,17 @@ def device_budget(device) -> int:
         return int(0.9 * os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'))
     except (ValueError, OSError, AttributeError): return 8 * 2**30
 
-def plan_batch(c: GPTConfig, budget: int, precision='bf16', tokens_per_step=None, max_micro_batch=1024) -> dict:
+def plan_batch(c: GPTConfig, budget: int, precision='bf16', tokens_per_step=None, max_micro_batch=1024, device='cuda') -> dict:
     "Largest power-of-two micro-batch within `budget` bytes, and accumulation steps for `tokens_per_step`."
     fits = [b for b in (2 ** i for i in range(int(math.log2(max_micro_batch)) + 1))
-            if gpt_memory(c, b, precision)['peak'] <= budget]
+            if gpt_memory(c, b, precision, device)['peak'] <= budget]
     if not fits:
-        need = gpt_memory(c, 1, precision)['peak']
+        need = gpt_memory(c, 1, precision, device)['peak']
         raise ConfigError(f"Even micro-batch 1 needs {need / 2**30:.2f} GiB, over the budget of {budget / 2**30:.2f} GiB; "
                           "use a smaller model or block_size, or bf16")
     b = fits[-1]
     accum = max(1, math.ceil(tokens_per_step / (b * c.block_size))) if tokens_per_step else 1
-    return dict(micro_batch=b, grad_accum=accum, predicted_peak=gpt_memory(c, b, precision)['peak'])
+    return dict(micro_batch=b, grad_accum=accum, predicted_peak=gpt_memory(c, b, precision, device)['peak'])
 
 # %% ../nbs/05_resources.ipynb #eb48344d
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -251,7 +254,7 @@ def resource_report(device='auto', model_config: GPTConfig | None = None, micro_
     r['peak_fp32_TFLOPs'] = peak_flops(device, torch.float32) / 1e12
     if device.type == 'cuda' or cpu_has_bf16(): r['peak_bf16_TFLOPs'] = peak_flops(device, torch.bfloat16) / 1e12
     if model_config is not None:
-        p = plan_batch(model_config, device_budget(device), 'fp32' if prec == 'fp32' else 'bf16', max_micro_batch=micro_batch or 1024)
+        p = plan_batch(model_config, device_budget(device), 'fp32' if prec == 'fp32' else 'bf16', max_micro_batch=micro_batch or 1024, device=device)
         r |= dict(plan_micro_batch=p['micro_batch'], plan_peak_GiB=p['predicted_peak'] / 2**30)
     return r
 

@@ -1,4 +1,4 @@
-"""bench/gpu.py's code paths on the CPU (its --smoke mode): the GPU script must never rot where there is no GPU."""
+"""The bench scripts in their --smoke modes: bench/gpu.py on the CPU (it must never rot where there is no GPU) and bench/attention_cpu.py."""
 import json, subprocess, sys
 from pathlib import Path
 
@@ -16,3 +16,13 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     assert res['generation']['same_greedy_tokens']
     assert res['cnn']['s_per_epoch'] > 0
     assert 'llmtrain bench/gpu.py' in r.stdout
+
+def test_attention_bench_smoke(tmp_path):
+    "bench/attention_cpu.py runs both kernels in both dtypes and writes its table."
+    out = tmp_path / 'attention.json'
+    r = subprocess.run([sys.executable, 'bench/attention_cpu.py', '--smoke', '--out', str(out)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())['rows']
+    assert {(x['dtype'], x['T']) for x in rows} == {(d, t) for d in ('bfloat16', 'float32') for t in (64, 128)}
+    assert all(x['sdpa_ms'] > 0 and x['matmul_ms'] > 0 for x in rows)

@@ -226,10 +226,14 @@ class ThroughputMonitor(Callback):
         self.fpt = None
         if getattr(m, 'recurrent', False): self.fpt = model_flops(m)['train']      # no attention term
         elif hasattr(m, 'config') and hasattr(m, 'transformer'): self.fpt = flops_per_token(m)
-        dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(t.precision, torch.float32)
-        self.peak = peak_flops(t.device, dtype) if self.fpt else None
+        self.dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(t.precision, torch.float32)
+        self.peak, self.remeasured = (peak_flops(t.device, self.dtype) if self.fpt else None), False
     def on_log(self, t, m):
-        if self.fpt: m['mfu'] = m['tokens_per_s'] * self.fpt / self.peak
+        if not self.fpt: return
+        achieved = m['tokens_per_s'] * self.fpt
+        if achieved > self.peak and not self.remeasured:     # the cached peak was measured on a busy machine: once, again
+            self.peak, self.remeasured = peak_flops(t.device, self.dtype, refresh=True), True
+        m['mfu'] = achieved / self.peak
 
 # %% ../nbs/06_training.ipynb #409b8efa
 class NonFiniteError(LLMTrainError, FloatingPointError):

@@ -165,3 +165,15 @@ def test_the_seed_cnn_trains_through_the_same_trainer():
     t.fit()
     acc = (t.raw_model.eval()(x[1500:])[0].argmax(-1) == y[1500:]).float().mean().item()
     assert acc > 0.95 and t.history[-1]["val_loss"] < 0.25
+
+def test_a_stale_low_peak_is_measured_again(data, tmp_path, monkeypatch):
+    "A peak cached while the machine was busy (here: 1 FLOP/s) would put MFU far above 100%; the monitor measures again."
+    from llmtrain.resources import device_name
+    import json
+    monkeypatch.setenv('LLMTRAIN_CACHE', str(tmp_path/'cache'))
+    key = f"{device_name('cpu')}|{torch.float32}|torch {torch.__version__}"
+    (tmp_path/'cache').mkdir(); (tmp_path/'cache'/'peak_flops.json').write_text(json.dumps({key: 1.0}))
+    t = make(data, small(max_iters=4, eval_interval=100, log_interval=2, precision='fp32'), tmp_path/'r'); t.fit()
+    mfu = pd.read_csv(tmp_path/'r'/'metrics.csv')['mfu'].dropna()
+    assert len(mfu) and (mfu < 1).all(), mfu.tolist()
+    assert json.loads((tmp_path/'cache'/'peak_flops.json').read_text())[key] > 1e8

@@ -11,7 +11,7 @@ from fastcore.script import Param, anno_parser, store_true
 from .core import LLMTrainError, ConfigError, CheckpointError, load_config, TrainConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'load_run_model', 'generate_cmd', 'eval_cmd', 'main']
+__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'run_config', 'load_run_model', 'generate_cmd', 'eval_cmd', 'main']
 
 # %% ../nbs/10_cli.ipynb #37a25568
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
@@ -59,17 +59,21 @@ def prepare_cmd(corpus: Param("a registered corpus name, or a text file, folder 
     return out
 
 # %% ../nbs/10_cli.ipynb #6f77c5a6
-def load_run_model(run, device='cpu'):
-    "The model and tokenizer (None for an image classifier) of the run folder `run`, with its latest weights."
-    from llmtrain.training import load_checkpoint, prepare_images
-    from llmtrain.preprocessing import load_tokenizer
-    from llmtrain.models import create_model, CNN_MODELS
+def run_config(run) -> TrainConfig:
+    "The config of the run folder `run`, which must hold a checkpoint."
     rd = Path(run)
     if not (rd/'config.yaml').is_file(): raise ConfigError(f"{rd} is not a run folder (no config.yaml); pass runs/<name>")
     if not (rd/'ckpt.pt').is_file(): raise ConfigError(f"{rd} has no checkpoint (ckpt.pt) yet; train it first or wait for its first save")
-    cfg = load_config(rd/'config.yaml')
+    return load_config(rd/'config.yaml')
+
+def load_run_model(run, device='cpu', images=None):
+    "The model and tokenizer (None for an image classifier) of the run folder `run`, with its latest weights; `images`: the run's `prepare_images`, if loaded already."
+    from llmtrain.training import load_checkpoint, prepare_images
+    from llmtrain.preprocessing import load_tokenizer
+    from llmtrain.models import create_model, CNN_MODELS
+    rd, cfg = Path(run), run_config(run)
     if cfg.model in CNN_MODELS:
-        tok, data = None, prepare_images(cfg)
+        tok, data = None, images or prepare_images(cfg)
         model = create_model(cfg, data.n_classes, data.image_shape)
     else:
         tok = load_tokenizer(rd/'tokenizer.json')
@@ -118,14 +122,16 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
     from llmtrain.data import load_corpus, encode_corpus, eval_windows
     from llmtrain.resources import resolve_device
     from llmtrain.evaluation import evaluate, token_byte_lengths
+    from llmtrain.training import prepare_images, fixed_batches
+    from llmtrain.models import CNN_MODELS
     if run is None: raise ConfigError("Pass the run to evaluate: llmtrain eval --run runs/<name>")
     if split not in ('val', 'train'): raise ConfigError(f"split={split!r}: use val or train")
     dev = resolve_device(device)
-    model, tok = load_run_model(run, dev)
-    cfg = load_config(Path(run)/'config.yaml')
+    cfg = run_config(run)
+    images = prepare_images(cfg) if cfg.model in CNN_MODELS else None   # loaded once, for the model and the scores
+    model, tok = load_run_model(run, dev, images)
     if tok is None:                                   # an image classifier: its test split, whole
-        from llmtrain.training import prepare_images, fixed_batches
-        b, task, kw, split = fixed_batches(*prepare_images(cfg).test, 1000, dev), 'classification', dict(zero_division=0), 'test'
+        b, task, kw, split = fixed_batches(*images.test, 1000, dev), 'classification', dict(zero_division=0), 'test'
     else:
         data = encode_corpus(load_corpus(cfg.corpus), tokenizer=tok, val_fraction=cfg.val_fraction)
         b = eval_windows(getattr(data, split), cfg.block_size, cfg.batch_size, batches, seed=cfg.seed + 1, device=dev)

@@ -26,8 +26,8 @@ __all__ = ['METRICS', 'lr_at', 'param_groups', 'configure_optimizer', 'rng_state
            'load_checkpoint', 'Callback', 'CSVLogger', 'TensorBoardLogger', 'read_tensorboard', 'in_notebook',
            'ProgressBar', 'LivePlot', 'Checkpointer', 'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer',
            'target_count', 'train_step', 'evaluate', 'model_state', 'state_dict', 'load_state_dict', 'save', 'lr_find',
-           'fit', 'environment', 'run_name', 'plot_run', 'sample_text', 'prepare_data', 'ImageData', 'prepare_images',
-           'fixed_batches', 'text_trainer', 'image_trainer', 'train', 'dedup_tensors', 'finish_run']
+           'fit', 'elapsed', 'environment', 'run_name', 'plot_run', 'sample_text', 'prepare_data', 'ImageData',
+           'prepare_images', 'fixed_batches', 'text_trainer', 'image_trainer', 'train', 'dedup_tensors', 'finish_run']
 
 # %% ../nbs/06_training.ipynb #eb2fb678
 def lr_at(it, cfg) -> float:
@@ -259,6 +259,7 @@ class Trainer:
         if self.run_dir is not None and self.is_main: self.run_dir.mkdir(parents=True, exist_ok=True)
         self.callbacks = sorted([*self._default_callbacks(), *callbacks], key=lambda c: c.order)
         self.iter = self.start_iter = self.tokens_seen = 0
+        self._elapsed, self._t0 = 0.0, None         # seconds in `fit` so far (over resumed sessions too); the running clock's zero
         self.best_val, self.history, self.should_stop, self.improved = float('inf'), [], False, False
         self.eval_metrics = {}
         self._nonfinite = torch.zeros((), device=self.device, dtype=torch.int64)
@@ -422,7 +423,8 @@ def state_dict(self) -> dict:
     return {'model': self.model_state(), 'optimizer': opt, 'scaler': self.scaler.state_dict(),
             'iter': self.iter, 'tokens_seen': self.tokens_seen, 'best_val': self.best_val, 'precision': self.precision,
             'sampler': self.train_batches.state_dict(), 'rng': rng_state(), 'config': asdict(self.cfg),
-            'world_size': self.world, 'log_window': {'start': self._log_start, 'loss_sum': self._loss_sum.detach().cpu()}}
+            'world_size': self.world, 'log_window': {'start': self._log_start, 'loss_sum': self._loss_sum.detach().cpu()},
+            'elapsed_s': self.elapsed()}
 
 def _mismatch(s, own: dict, cfg, e, limit=30) -> str:
     "Why checkpoint `s` does not fit a model with state dict `own`: the config fields that differ, then every tensor that is missing, extra or of another shape."
@@ -459,6 +461,7 @@ def load_state_dict(self, s: dict):
     set_rng_state(s['rng'])
     w = s.get('log_window') or {'start': self.iter, 'loss_sum': torch.zeros(())}     # older checkpoints: a fresh window
     self._log_start, self._loss_sum = w['start'], w['loss_sum'].to(self.device)
+    self._elapsed = float(s.get('elapsed_s', 0.0))            # older checkpoints: the clock restarts (analysis.session_clock joins it)
 
 def save(self, name='ckpt.pt'):
     "Write a checkpoint into the run folder (rank 0 writes; every process takes part in gathering); returns its path."
@@ -487,7 +490,8 @@ def fit(self):
     self.model.train()
     self._cb('on_fit_start')
     try:
-        t0 = t_log = time.perf_counter(); tok_log = self.tokens_seen
+        t0 = self._t0 = time.perf_counter() - self._elapsed          # `elapsed_s` goes on from where the last session stopped
+        t_log, tok_log = time.perf_counter(), self.tokens_seen
         while self.iter < cfg.max_iters and not self.should_stop:
             self.train_step()
             it = self.iter
@@ -515,10 +519,16 @@ def fit(self):
                 self.history.append(m); self._cb('on_eval', m)
                 t_log = time.perf_counter()                  # evaluation and checkpoint time is not training throughput
     finally:
+        self._elapsed, self._t0 = self.elapsed(), None
         self._cb('on_fit_end')
     if self.world > 1: dist.barrier()
     return self
 Trainer.fit = fit
+
+def elapsed(self) -> float:
+    "Seconds spent in `fit`, over every session of the run: the clock of `elapsed_s` in the logs, saved in checkpoints."
+    return time.perf_counter() - self._t0 if self._t0 is not None else self._elapsed
+Trainer.elapsed = elapsed
 
 # %% ../nbs/06_training.ipynb #b78354ee
 def environment(trainer=None) -> dict:

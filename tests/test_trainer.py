@@ -177,3 +177,15 @@ def test_a_stale_low_peak_is_measured_again(data, tmp_path, monkeypatch):
     mfu = pd.read_csv(tmp_path/'r'/'metrics.csv')['mfu'].dropna()
     assert len(mfu) and (mfu < 1).all(), mfu.tolist()
     assert json.loads((tmp_path/'cache'/'peak_flops.json').read_text())[key] > 1e8
+
+def test_elapsed_goes_on_across_a_resume(data, tmp_path):
+    "A checkpoint carries the seconds spent training: the resumed session's `elapsed_s` starts where the saved clock stopped."
+    make(data, small(max_iters=6, eval_interval=6), tmp_path/'r').fit()
+    saved = load_checkpoint(tmp_path/'r'/'ckpt.pt')['elapsed_s']
+    t = make(data, small(max_iters=12, eval_interval=6), tmp_path/'r')
+    t.load_state_dict(load_checkpoint(tmp_path/'r'/'ckpt.pt'))
+    assert t.elapsed() == saved > 0                                    # stopped between sessions
+    t.fit()
+    e = pd.read_csv(tmp_path/'r'/'metrics.csv').set_index('iter')['elapsed_s']
+    assert e.loc[7:].min() >= saved and e.is_monotonic_increasing
+    assert load_checkpoint(tmp_path/'r'/'ckpt.pt')['elapsed_s'] >= e.max()

@@ -217,21 +217,27 @@ class SequentialWindows:
 
 # %% ../nbs/01b_data.ipynb #87cf850e
 class ResidentBatches:
-    "Endless shuffled mini-batches of `(x, y)` tensors that stay on their device; resumable."
-    def __init__(self, x, y, batch_size, seed=0, drop_last=True):
+    "Endless shuffled mini-batches of `(x, y)` tensors that stay on their device; resumable; `rank`/`world` split each global batch."
+    def __init__(self, x, y, batch_size, seed=0, drop_last=True, rank=0, world=1):
+        _check_shard(rank, world)
         if len(x) != len(y): raise DataError(f"x has {len(x)} rows but y has {len(y)}")
-        if len(x) < batch_size: raise DataError(f"{len(x)} samples are fewer than batch_size={batch_size}")
-        self.x, self.y, self.batch_size, self.drop_last = x, y, batch_size, drop_last
-        self.gen = torch.Generator().manual_seed(seed)
+        if len(x) < batch_size * world: raise DataError(f"{len(x)} samples are fewer than batch_size={batch_size} × {world} processes")
+        if world > 1 and not drop_last: raise ConfigError("drop_last=False would leave some processes a short or empty last batch; keep drop_last=True")
+        self.x, self.y, self.batch_size, self.drop_last, self.rank, self.world = x, y, batch_size, drop_last, rank, world
+        self.gen = torch.Generator().manual_seed(seed)     # the same seed on every rank: one permutation, shared out
         self.epoch, self.i, self.perm = 0, 0, None
 
-    def __len__(self): return len(self.x) // self.batch_size if self.drop_last else math.ceil(len(self.x) / self.batch_size)
+    def __len__(self):
+        "Batches per epoch (the same on every rank)."
+        g = self.batch_size * self.world
+        return len(self.x) // g if self.drop_last else math.ceil(len(self.x) / g)
     def __iter__(self): return self
     def __next__(self):
         if self.perm is None or self.i >= len(self):
             if self.perm is not None: self.epoch += 1
             self.perm, self.i = torch.randperm(len(self.x), generator=self.gen).to(self.x.device), 0
-        idx = self.perm[self.i * self.batch_size:(self.i + 1) * self.batch_size]
+        start = (self.i * self.world + self.rank) * self.batch_size          # this process's rows of the global batch
+        idx = self.perm[start:start + self.batch_size]
         self.i += 1
         return self.x[idx], self.y[idx]
 

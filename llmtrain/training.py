@@ -625,15 +625,14 @@ def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
     return Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=data.tokenizer)
 
 def image_trainer(cfg: TrainConfig, run_dir, device, callbacks=(), eval_batch_size=1000) -> Trainer:
-    "A `Trainer` for an image classifier on the image set `cfg.corpus`, its data resident on `device`."
-    if dist_env()[2] > 1:
-        raise ConfigError("Image runs train in one process (the data is resident on one device); launch without torchrun")
+    "A `Trainer` for an image classifier on the image set `cfg.corpus`, its data resident on `device` (each process's, under torchrun)."
+    rank, _, world = dist_env()
     data = prepare_images(cfg)
     model = create_model(cfg, data.n_classes, data.image_shape)
     x, y = (to_device(t, device) for t in data.train)
-    t = Trainer(model, ResidentBatches(x, y, cfg.batch_size, seed=cfg.seed), fixed_batches(*data.val, eval_batch_size, device),
-                cfg, run_dir=run_dir, callbacks=callbacks)
-    t.test_batches = fixed_batches(*data.test, eval_batch_size, device)
+    train_b = ResidentBatches(x, y, cfg.batch_size, seed=cfg.seed, rank=rank, world=world)
+    t = Trainer(model, train_b, fixed_batches(*data.val, eval_batch_size, device), cfg, run_dir=run_dir, callbacks=callbacks)
+    t.test_batches, t.image_info = fixed_batches(*data.test, eval_batch_size, device), (data.n_classes, data.image_shape)
     return t
 
 def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
@@ -677,7 +676,10 @@ def finish_run(t: Trainer):
     plt.close(fig)
     if getattr(t, 'test_batches', None) is not None:    # image runs: the held-back test split, scored once
         from llmtrain.evaluation import evaluate
-        t.test_metrics = evaluate(t.raw_model, t.test_batches, 'classification', precision=t.precision, zero_division=0)
+        model = t.raw_model
+        if t.world > 1:                                  # a plain single-process copy: FSDP's shards cannot run on rank 0 alone
+            model = create_model(t.cfg, *t.image_info).to(t.device); model.load_state_dict(state)
+        t.test_metrics = evaluate(model, t.test_batches, 'classification', precision=t.precision, zero_division=0)
         with atomic_write(t.run_dir/'test.json') as f: f.write_text(json.dumps(t.test_metrics, indent=1))
     if t.cfg.sample_tokens and t.tokenizer is not None:
         model = t.raw_model

@@ -1,6 +1,7 @@
 """The Trainer under torchrun on CPU (gloo): DDP and FSDP2 give the 1-process losses for the same global batch, and a
-checkpoint resumes across world sizes. Each run is a real `torchrun --standalone --nproc_per_node=2` launch."""
-import os, subprocess, sys
+checkpoint resumes across world sizes; an image run (the seed's CNN) too. Each run is a real
+`torchrun --standalone --nproc_per_node=2` launch."""
+import json, os, subprocess, sys
 import pandas as pd
 import pytest
 
@@ -46,3 +47,30 @@ def test_a_one_process_checkpoint_resumes_in_two(single, tmp_path):
     launch(2, '--resume', str(tmp_path/'y'), 'batch_size=4', 'max_iters=20', tmp=tmp_path)
     (a_tr, _), (b_tr, _) = losses(single), losses(tmp_path/'y')
     assert len(b_tr) == 20 and max(abs(x - y) for x, y in zip(a_tr, b_tr)) < 1e-5, (a_tr, b_tr)
+
+IMAGES = ['model=seed_cnn', 'corpus=fashion-mnist', 'optimizer=adam', 'lr=1e-3', 'weight_decay=0', 'schedule=constant',
+          'warmup_iters=0', 'max_iters=12', 'eval_interval=6', 'log_interval=1', 'precision=fp32', 'device=cpu',
+          'progress=false']
+
+def launch_images(nproc, *args, tmp):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1
+           else [sys.executable]) + ['-m', 'llmtrain.cli', 'train', *IMAGES, f'out_dir={tmp}', *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+
+@pytest.fixture(scope='module')
+def single_images(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('single_images')
+    launch_images(1, 'batch_size=32', 'name=one', tmp=tmp)
+    return tmp/'one'
+
+@pytest.mark.parametrize('strategy', ['ddp', 'fsdp'])
+def test_an_image_run_in_two_processes_equals_one(single_images, tmp_path, strategy):
+    "The seed's CNN on Fashion-MNIST: each process takes its rows of the global batch, so the losses are the 1-process ones."
+    launch_images(2, 'batch_size=16', f'distributed={strategy}', 'name=two', tmp=tmp_path)
+    (a_tr, a_val), (b_tr, b_val) = losses(single_images), losses(tmp_path/'two')
+    assert len(a_tr) == len(b_tr) == 12 and max(abs(x - y) for x, y in zip(a_tr, b_tr)) < 1e-5, (a_tr, b_tr)
+    assert max(abs(x - y) for x, y in zip(a_val, b_val)) < 1e-5
+    ta, tb = (json.loads((d/'test.json').read_text()) for d in (single_images, tmp_path/'two'))
+    assert ta['samples'] == tb['samples'] == 10_000 and abs(ta['accuracy'] - tb['accuracy']) < 1e-3

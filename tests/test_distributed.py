@@ -9,10 +9,10 @@ COMMON = ['n_layer=2', 'n_head=2', 'n_embd=32', 'block_size=16', 'dropout=0.0', 
           'eval_interval=10', 'max_iters=20', 'lr_decay_iters=20', 'warmup_iters=2', 'sample_tokens=20', 'progress=false',
           'precision=fp32', 'device=cpu', 'corpus=pydoc']
 
-def launch(nproc, *args, tmp):
+def launch(nproc, *args, tmp, common=COMMON):
     env = {**os.environ, 'OMP_NUM_THREADS': '1'}
     cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1
-           else [sys.executable]) + ['-m', 'llmtrain.cli', 'train', *COMMON, f'out_dir={tmp}', *args]
+           else [sys.executable]) + ['-m', 'llmtrain.cli', 'train', *common, f'out_dir={tmp}', *args]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return r
@@ -52,23 +52,16 @@ IMAGES = ['model=seed_cnn', 'corpus=fashion-mnist', 'optimizer=adam', 'lr=1e-3',
           'warmup_iters=0', 'max_iters=12', 'eval_interval=6', 'log_interval=1', 'precision=fp32', 'device=cpu',
           'progress=false']
 
-def launch_images(nproc, *args, tmp):
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
-    cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1
-           else [sys.executable]) + ['-m', 'llmtrain.cli', 'train', *IMAGES, f'out_dir={tmp}', *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
-
 @pytest.fixture(scope='module')
 def single_images(tmp_path_factory):
     tmp = tmp_path_factory.mktemp('single_images')
-    launch_images(1, 'batch_size=32', 'name=one', tmp=tmp)
+    launch(1, 'batch_size=32', 'name=one', tmp=tmp, common=IMAGES)
     return tmp/'one'
 
 @pytest.mark.parametrize('strategy', ['ddp', 'fsdp'])
 def test_an_image_run_in_two_processes_equals_one(single_images, tmp_path, strategy):
     "The seed's CNN on Fashion-MNIST: each process takes its rows of the global batch, so the losses are the 1-process ones."
-    launch_images(2, 'batch_size=16', f'distributed={strategy}', 'name=two', tmp=tmp_path)
+    launch(2, 'batch_size=16', f'distributed={strategy}', 'name=two', tmp=tmp_path, common=IMAGES)
     (a_tr, a_val), (b_tr, b_val) = losses(single_images), losses(tmp_path/'two')
     assert len(a_tr) == len(b_tr) == 12 and max(abs(x - y) for x, y in zip(a_tr, b_tr)) < 1e-5, (a_tr, b_tr)
     assert max(abs(x - y) for x, y in zip(a_val, b_val)) < 1e-5

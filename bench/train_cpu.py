@@ -10,8 +10,8 @@ Parts (ratios > 1 mean the Trainer is faster):
   best      Trainer with its best settings (fused AdamW, torch.compile, precision=auto) vs the plain loop with
             per-tensor AdamW as nanoGPT runs on CPU. Target: >= 1.15x tokens/s; with --full, same val loss within 0.02.
   wide      6L/384, block 256, batch 8 (nanoGPT's GPU Shakespeare shape): precision=auto vs fp32. Target: >= 2x.
-            Dropout 0 by default (--wide-dropout 0.2 for nanoGPT's GPU config: its mask generation and the math
-            fallback of CPU attention with dropout do not speed up in bf16).
+            Dropout 0 by default (--wide-dropout 0.2 for nanoGPT's GPU config: generating and applying its masks
+            costs about the same in both precisions, so the ratio is lower: 1.75x measured).
   precision the CPU recipe model through the Trainer in fp32 and in bf16 autocast (both forced), same run, interleaved:
             the ratio that `precision=auto`'s quick check decides on (issue #7 asks for it in BENCHMARKS.md).
   cnn       the seed's CNN on Fashion-MNIST, batch 32, Adam: Trainer (precision=auto) vs a plain loop.

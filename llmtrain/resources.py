@@ -11,10 +11,10 @@ from .core import ConfigError, LLMTrainError, cache_dir, atomic_write
 from .models import GPT, GPTConfig, num_params, uses_matmul_attention
 
 # %% auto #0
-__all__ = ['resolve_device', 'cpu_has_bf16', 'resolve_precision', 'autocast_ctx', 'time_step', 'choose_cpu_precision',
-           'act_bytes', 'gpt_memory', 'device_budget', 'plan_batch', 'LiveTensorMemory', 'measure_step_peak',
-           'measure_step_rss', 'measure_matmul_flops', 'device_name', 'peak_flops', 'mfu', 'resource_report',
-           'dist_env', 'is_distributed', 'init_distributed']
+__all__ = ['PRECISION_DTYPES', 'resolve_device', 'cpu_has_bf16', 'resolve_precision', 'autocast_ctx', 'time_step',
+           'choose_cpu_precision', 'act_bytes', 'gpt_memory', 'device_budget', 'plan_batch', 'LiveTensorMemory',
+           'measure_step_peak', 'measure_step_rss', 'measure_matmul_flops', 'device_name', 'peak_flops', 'mfu',
+           'resource_report', 'dist_env', 'is_distributed', 'init_distributed']
 
 # %% ../nbs/05_resources.ipynb #3fcb5519
 def resolve_device(device='auto') -> torch.device:
@@ -49,10 +49,12 @@ def resolve_precision(precision, device) -> str:
         return 'bf16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'fp16'
     return 'fp32'
 
+PRECISION_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
 def autocast_ctx(precision, device):
     "The autocast context for `precision` on `device` (a no-op for fp32)."
     if precision == 'fp32': return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == 'bf16' else torch.float16)
+    return torch.autocast(device.type, dtype=PRECISION_DTYPES[precision])
 
 # %% ../nbs/05_resources.ipynb #4426c020
 def time_step(model, batch, precision, device, reps=3) -> float:
@@ -87,8 +89,7 @@ def gpt_memory(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') 
     a, C, V, L, T = act_bytes(precision), c.n_embd, c.vocab_size, c.n_layer, c.block_size
     tokens = micro_batch * T
     per_token = L * ((8 + 14 * a) * C + (2 * C if c.dropout > 0 else 0)) + (4 + a) * C + 4 * V
-    dtype = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[precision]
-    saved = (a + (a + 1) * (c.dropout > 0)) if uses_matmul_attention(device, dtype, T) else 0   # bytes per T×T weight kept
+    saved = (a + (a + 1) * (c.dropout > 0)) if uses_matmul_attention(device, PRECISION_DTYPES[precision], T) else 0   # bytes per T×T weight kept
     m = dict(params=4 * P, grads=4 * P, optimizer=8 * P, weight_copies=0 if a == 4 else 2 * P,
              activations=tokens * per_token, attention_weights=L * micro_batch * c.n_head * T * T * saved,
              logits_grad=tokens * (4 + a) * V)

@@ -18,7 +18,7 @@ from .shards import is_shard_dir, load_shards
 from .preprocessing import save_tokenizer, train_tokenizer, VocabSizeWarning
 from .models import create_model, generate, flops_per_token, model_flops, CNN_MODELS
 from .optim import schedule_lr, create_optimizer
-from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops,
+from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops, PRECISION_DTYPES,
                                 device_name, init_distributed, is_distributed, dist_env, dist)
 
 # %% auto #0
@@ -226,7 +226,7 @@ class ThroughputMonitor(Callback):
         self.fpt = None
         if getattr(m, 'recurrent', False): self.fpt = model_flops(m)['train']      # no attention term
         elif hasattr(m, 'config') and hasattr(m, 'transformer'): self.fpt = flops_per_token(m)
-        self.dtype = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(t.precision, torch.float32)
+        self.dtype = PRECISION_DTYPES[t.precision]
         self.peak, self.remeasured = (peak_flops(t.device, self.dtype) if self.fpt else None), False
     def on_log(self, t, m):
         if not self.fpt: return

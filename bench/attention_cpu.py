@@ -4,32 +4,16 @@ backward, in bf16 and fp32, across sequence lengths; measured in the same run, i
     python bench/attention_cpu.py             # 6 heads x 64 dims, 2,048 tokens per call, T = 64 .. 1024 (about 1 minute)
     python bench/attention_cpu.py --smoke     # two lengths, one round: checks the script, not the machine
 
-The inputs are laid out as in the model (views of one (B, T, 3C) projection), so both kernels pay the same strides.
+`llmtrain.models.time_attention` does the timing: inputs laid out as in the model (views of one (B, T, 3C)
+projection), so both kernels pay the same strides; chapter 2 plots the same measurement.
 `attend` takes the matmul path for bf16 on the CPU up to `MATMUL_ATTENTION_MAX_T` keys: the table shows where that
 threshold comes from. Results go to --out as JSON and a table is printed last."""
-import argparse, json, statistics, sys, time
+import argparse, json, sys
 from pathlib import Path
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from llmtrain.models import matmul_attention, MATMUL_ATTENTION_MAX_T
-
-KERNELS = dict(sdpa=F.scaled_dot_product_attention, matmul=matmul_attention)
-
-def measure(T, dtype, heads, head_dim, tokens, rounds):
-    "Median ms of forward+backward of each kernel on B = tokens // T sequences of length T."
-    B = max(1, tokens // T)
-    x = torch.randn(B, T, 3 * heads * head_dim, dtype=dtype, requires_grad=True)
-    g = torch.randn(B, heads, T, head_dim, dtype=dtype)
-    def qkv(): return [t.view(B, T, heads, head_dim).transpose(1, 2) for t in x.split(heads * head_dim, dim=2)]
-    times = {k: [] for k in KERNELS}
-    for r in range(rounds + 1):                 # round 0 warms up
-        for name, f in KERNELS.items():
-            t = time.perf_counter()
-            f(*qkv(), is_causal=True).backward(g)
-            if r: times[name].append((time.perf_counter() - t) * 1e3)
-    return {k: statistics.median(v) for k, v in times.items()}
+from llmtrain.models import time_attention, MATMUL_ATTENTION_MAX_T
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -46,7 +30,7 @@ def main():
     rows = []
     for dtype in (torch.bfloat16, torch.float32):
         for T in map(int, a.lengths.split(',')):
-            ms = measure(T, dtype, a.heads, a.head_dim, a.tokens, a.rounds)
+            ms = time_attention(T, dtype, a.heads, a.head_dim, a.tokens, a.rounds)
             rows.append(dict(dtype=str(dtype).removeprefix('torch.'), T=T, sdpa_ms=ms['sdpa'], matmul_ms=ms['matmul'],
                              matmul_speedup=ms['sdpa'] / ms['matmul']))
             print(json.dumps(rows[-1]), flush=True)

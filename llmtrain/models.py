@@ -13,10 +13,11 @@ from .core import ConfigError
 
 # %% auto #0
 __all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'MATMUL_ATTENTION_MAX_T', 'RNN_CELLS', 'CNN_MODELS', 'swiglu_hidden', 'GPTConfig',
-           'matmul_attention', 'uses_matmul_attention', 'attend', 'CausalSelfAttention', 'rope_angles', 'apply_rope',
-           'make_norm', 'MLP', 'SwiGLU', 'Block', 'GPT', 'KVCache', 'RNNConfig', 'RNNState', 'RNNLM', 'sample_next',
-           'generate', 'num_params', 'flops_per_token', 'model_flops', 'counted_flops', 'activation_memory',
-           'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN', 'create_model', 'attention_maps']
+           'matmul_attention', 'uses_matmul_attention', 'attend', 'time_attention', 'CausalSelfAttention',
+           'rope_angles', 'apply_rope', 'make_norm', 'MLP', 'SwiGLU', 'Block', 'GPT', 'KVCache', 'RNNConfig',
+           'RNNState', 'RNNLM', 'sample_next', 'generate', 'num_params', 'flops_per_token', 'model_flops',
+           'counted_flops', 'activation_memory', 'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN',
+           'create_model', 'attention_maps']
 
 # %% ../nbs/02_architectures.ipynb #1a99214d
 GPT_CHOICES = dict(pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'))
@@ -102,6 +103,23 @@ def attend(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
     "Attention by the faster kernel for the inputs: `matmul_attention` where `uses_matmul_attention`, else SDPA."
     f = matmul_attention if uses_matmul_attention(q.device, q.dtype, k.size(-2)) else F.scaled_dot_product_attention
     return f(q, k, v, attn_mask=attn_mask, is_causal=is_causal, dropout_p=dropout_p)
+
+# %% ../nbs/02_architectures.ipynb #8ec8cfcd
+def time_attention(T: int, dtype=torch.bfloat16, heads=6, head_dim=64, tokens=2048, rounds=5) -> dict:
+    "Median ms on the CPU of a causal forward+backward through SDPA (`sdpa`) and `matmul_attention` (`matmul`), `tokens // T` sequences of length `T`."
+    import time, statistics
+    B = max(1, tokens // T)
+    x = torch.randn(B, T, 3 * heads * head_dim, dtype=dtype, requires_grad=True)
+    g = torch.randn(B, heads, T, head_dim, dtype=dtype)
+    def qkv(): return [t.view(B, T, heads, head_dim).transpose(1, 2) for t in x.split(heads * head_dim, dim=2)]
+    kernels = dict(sdpa=F.scaled_dot_product_attention, matmul=matmul_attention)
+    times = {k: [] for k in kernels}
+    for r in range(rounds + 1):                  # round 0 warms up; the kernels alternate so that drift hits both
+        for name, f in kernels.items():
+            t = time.perf_counter()
+            f(*qkv(), is_causal=True).backward(g)
+            if r: times[name].append((time.perf_counter() - t) * 1e3)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 # %% ../nbs/02_architectures.ipynb #61e2143e
 class CausalSelfAttention(nn.Module):

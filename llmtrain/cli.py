@@ -8,7 +8,7 @@ import sys, json
 from pathlib import Path
 import torch
 from fastcore.script import Param, anno_parser, store_true
-from .core import LLMTrainError, ConfigError, CheckpointError, load_config, TrainConfig
+from .core import LLMTrainError, ConfigError, load_config, TrainConfig
 
 # %% auto #0
 __all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'run_config', 'load_run_model', 'generate_cmd', 'eval_cmd', 'main']
@@ -21,10 +21,6 @@ def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
     from llmtrain.training import train
     overrides = list(overrides or [])
     if resume is not None:
-        ck = Path(resume)/'ckpt.pt' if Path(resume).is_dir() else Path(resume)
-        if not ck.is_file():                              # before the data is prepared and a run folder made
-            raise CheckpointError(f"Nothing to resume at {resume}: there is no checkpoint {ck}. Pass the folder of a run "
-                                  "that saved one (runs/<name>) or its ckpt.pt, or train without --resume")
         rd = Path(resume); rd = rd if rd.is_dir() else rd.parent
         if config is None and (rd/'config.yaml').is_file(): config = rd/'config.yaml'
         overrides += [f'name={rd.name}', f'out_dir={rd.parent}']

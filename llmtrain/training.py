@@ -27,7 +27,8 @@ __all__ = ['METRICS', 'lr_at', 'param_groups', 'configure_optimizer', 'rng_state
            'ProgressBar', 'LivePlot', 'Checkpointer', 'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer',
            'target_count', 'train_step', 'evaluate', 'model_state', 'state_dict', 'load_state_dict', 'save', 'lr_find',
            'fit', 'elapsed', 'environment', 'run_name', 'plot_run', 'sample_text', 'prepare_data', 'ImageData',
-           'prepare_images', 'fixed_batches', 'text_trainer', 'image_trainer', 'train', 'dedup_tensors', 'finish_run']
+           'prepare_images', 'fixed_batches', 'text_trainer', 'image_trainer', 'resume_checkpoint', 'train',
+           'dedup_tensors', 'finish_run']
 
 # %% ../nbs/06_training.ipynb #eb2fb678
 def lr_at(it, cfg) -> float:
@@ -635,16 +636,23 @@ def image_trainer(cfg: TrainConfig, run_dir, device, callbacks=(), eval_batch_si
     t.test_batches, t.image_info = fixed_batches(*data.test, eval_batch_size, device), (data.n_classes, data.image_shape)
     return t
 
+def resume_checkpoint(resume) -> Path:
+    "The checkpoint that `resume` (a run folder or a checkpoint file) names; a `CheckpointError` when there is none."
+    ck = Path(resume)/'ckpt.pt' if Path(resume).is_dir() else Path(resume)
+    if not ck.is_file():
+        raise CheckpointError(f"Nothing to resume at {resume}: there is no checkpoint {ck}. Pass the folder of a run "
+                              "that saved one (runs/<name>) or its ckpt.pt, or train without --resume")
+    return ck
+
 def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
     "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue."
+    ck = resume_checkpoint(resume) if resume is not None else None     # before the data is prepared and a run folder made
     set_seed(cfg.seed)
     device = init_distributed(resolve_device(cfg.device))
     run_dir = Path(cfg.out_dir)/run_name(cfg)
     make = image_trainer if cfg.model in CNN_MODELS else text_trainer
     t = make(cfg, run_dir, device, callbacks)
-    if resume is not None:
-        ck = Path(resume); ck = ck/'ckpt.pt' if ck.is_dir() else ck
-        t.load_state_dict(load_checkpoint(ck))
+    if ck is not None: t.load_state_dict(load_checkpoint(ck))
     if t.is_main:
         save_config(cfg, run_dir/'config.yaml')
         if t.tokenizer is not None: save_tokenizer(t.tokenizer, run_dir/'tokenizer.json')

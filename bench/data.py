@@ -84,7 +84,8 @@ def bench_sample(args, src, work, results):
     import numpy as np
     from llmtrain.data import RandomWindows
     from llmtrain.models import GPT, GPTConfig
-    from llmtrain.shards import prepare_shards, load_shards
+    from llmtrain.shards import prepare_shards
+    from llmtrain.data import load_shards
     torch.set_num_threads(1)
     d = load_shards(prepare_shards(src, f'{work}/sample', workers=args.workers, progress=False))
     block, batch = 64, 12

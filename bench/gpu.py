@@ -14,7 +14,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llmtrain.core import TrainConfig, set_seed
 from llmtrain.data import RandomWindows, ResidentBatches, eval_windows, load_fashion_mnist
-from llmtrain.models import GPT, GPTConfig, SeedCNN, create_model, flops_per_token, generate, num_params
+from llmtrain.models import GPT, GPTConfig, SeedCNN, create_model, flops_per_token, num_params
+from llmtrain.generation import generate_ids
 from llmtrain.resources import device_budget, gpt_memory, measure_matmul_flops, mfu, plan_batch
 from llmtrain.training import Trainer, resolve_device, resolve_precision
 
@@ -133,9 +134,9 @@ def generation(c, dev, n_new):
     prompt = torch.randint(0, c.vocab_size, (1, 1), device=dev)
     out, seqs = {}, {}
     for use_cache in (True, False):
-        generate(m, prompt, 8, temperature=0, use_cache=use_cache)     # warm-up
+        generate_ids(m, prompt, 8, temperature=0, use_cache=use_cache)     # warm-up
         sync(dev); t = time.perf_counter()
-        seqs[use_cache] = generate(m, prompt, n_new, temperature=0, use_cache=use_cache)
+        seqs[use_cache] = generate_ids(m, prompt, n_new, temperature=0, use_cache=use_cache)
         sync(dev); out['with_cache' if use_cache else 'without_cache'] = n_new / (time.perf_counter() - t)
     out['speedup'] = out['with_cache'] / out['without_cache']
     out['same_greedy_tokens'] = bool(torch.equal(seqs[True], seqs[False]))

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from llmtrain.core import TrainConfig, set_seed
 from llmtrain.data import load_corpus, encode_corpus, RandomWindows, ResidentBatches, eval_windows, load_fashion_mnist
 from llmtrain.models import create_model, SeedCNN
-from llmtrain.training import Trainer, lr_at, param_groups
+from llmtrain.optim import param_groups
+from llmtrain.training import Trainer, lr_at
 from llmtrain.resources import autocast_ctx
 
 CPU_RECIPE = dict(n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12, dropout=0.0, lr=1e-3, min_lr=1e-4,

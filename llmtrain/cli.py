@@ -11,7 +11,7 @@ from fastcore.script import Param, anno_parser, store_true
 from .core import LLMTrainError, ConfigError, load_config, TrainConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'run_config', 'load_run_model', 'generate_cmd', 'eval_cmd', 'main']
+__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'generate_cmd', 'eval_cmd', 'main']
 
 # %% ../nbs/10_cli.ipynb #37a25568
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
@@ -47,7 +47,8 @@ def prepare_cmd(corpus: Param("a registered corpus name, or a text file, folder 
                 sample_bytes: Param("bytes of the training split a word/bpe tokenizer is trained on", int) = 1 << 24,
                 overwrite: Param("replace an existing shard folder", store_true) = False):
     "Tokenize a corpus into token shards (train.bin, val.bin, tokenizer.json, meta.json) for `llmtrain train corpus=OUT_DIR`."
-    from llmtrain.shards import prepare_shards, read_shard_meta
+    from llmtrain.shards import prepare_shards
+    from llmtrain.data import read_shard_meta
     out = prepare_shards(corpus, out_dir, tokenizer=tokenizer, vocab_size=vocab_size, val_fraction=val_fraction,
                          workers=workers, chunk_bytes=chunk_bytes, errors=errors, sample_bytes=sample_bytes,
                          overwrite=overwrite, progress=True)
@@ -55,28 +56,6 @@ def prepare_cmd(corpus: Param("a registered corpus name, or a text file, folder 
     return out
 
 # %% ../nbs/10_cli.ipynb #6f77c5a6
-def run_config(run) -> TrainConfig:
-    "The config of the run folder `run`, which must hold a checkpoint."
-    rd = Path(run)
-    if not (rd/'config.yaml').is_file(): raise ConfigError(f"{rd} is not a run folder (no config.yaml); pass runs/<name>")
-    if not (rd/'ckpt.pt').is_file(): raise ConfigError(f"{rd} has no checkpoint (ckpt.pt) yet; train it first or wait for its first save")
-    return load_config(rd/'config.yaml')
-
-def load_run_model(run, device='cpu', images=None):
-    "The model and tokenizer (None for an image classifier) of the run folder `run`, with its latest weights; `images`: the run's `prepare_images`, if loaded already."
-    from llmtrain.training import load_checkpoint, prepare_images
-    from llmtrain.preprocessing import load_tokenizer
-    from llmtrain.models import create_model, CNN_MODELS
-    rd, cfg = Path(run), run_config(run)
-    if cfg.model in CNN_MODELS:
-        tok, data = None, images or prepare_images(cfg)
-        model = create_model(cfg, data.n_classes, data.image_shape)
-    else:
-        tok = load_tokenizer(rd/'tokenizer.json')
-        model = create_model(cfg, tok.vocab_size)
-    model.load_state_dict(load_checkpoint(rd/'ckpt.pt')['model'])
-    return model.to(device).eval(), tok
-
 def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
                  prompt: Param("text to continue", str) = '\n',
                  n: Param("maximum number of new tokens", int) = 300,
@@ -91,9 +70,10 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = No
     "Sample text from a trained run (printed whole, or streamed with --stream)."
     from llmtrain.resources import resolve_device
     from llmtrain.generation import generate_stream
+    from llmtrain.training import load_run
     if run is None: raise ConfigError("Pass the run to sample from: llmtrain generate --run runs/<name>")
     dev = resolve_device(device)
-    model, tok = load_run_model(run, dev)
+    model, tok, _ = load_run(run, dev)
     if tok is None: raise ConfigError(f"{run} is an image classifier: it does not generate text (use llmtrain eval --run {run})")
     stops = tuple(s.encode('utf-8').decode('unicode_escape') for s in stop or ())
     pieces = generate_stream(model, tok, prompt, n, temperature, top_k, top_p, stops, seed, dev, not no_cache)
@@ -115,21 +95,21 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
     "Evaluate a trained run: loss, perplexity, bits per character/byte, next-token accuracy; accuracy and F1 for images."
     import json
     from llmtrain.core import atomic_write
-    from llmtrain.data import load_corpus, encode_corpus, eval_windows
     from llmtrain.resources import resolve_device
     from llmtrain.evaluation import evaluate, token_byte_lengths
-    from llmtrain.training import prepare_images, fixed_batches
+    from llmtrain.data import prepare_data, prepare_images, fixed_batches, eval_windows
+    from llmtrain.training import run_config, load_run
     from llmtrain.models import CNN_MODELS
     if run is None: raise ConfigError("Pass the run to evaluate: llmtrain eval --run runs/<name>")
     if split not in ('val', 'train'): raise ConfigError(f"split={split!r}: use val or train")
     dev = resolve_device(device)
     cfg = run_config(run)
-    images = prepare_images(cfg) if cfg.model in CNN_MODELS else None   # loaded once, for the model and the scores
-    model, tok = load_run_model(run, dev, images)
+    images = prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed) if cfg.model in CNN_MODELS else None   # loaded once
+    model, tok, _ = load_run(run, dev, images=images)
     if tok is None:                                   # an image classifier: its test split, whole
         b, task, kw, split = fixed_batches(*images.test, 1000, dev), 'classification', dict(zero_division=0), 'test'
     else:
-        data = encode_corpus(load_corpus(cfg.corpus), tokenizer=tok, val_fraction=cfg.val_fraction)
+        data = prepare_data(cfg, tok)                 # the run's tokenizer; a shard folder as it is
         b = eval_windows(getattr(data, split), cfg.block_size, cfg.batch_size, batches, seed=cfg.seed + 1, device=dev)
         task, kw = 'lm', dict(token_bytes=token_byte_lengths(tok))
     res = dict(run=str(run), split=split, batches=len(b)) if tok is not None else dict(run=str(run), split=split)

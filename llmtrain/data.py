@@ -4,19 +4,21 @@
 
 # %% ../nbs/01b_data.ipynb #38cf007a
 from __future__ import annotations
-import os, glob, math, hashlib, urllib.request, urllib.error
+import os, glob, json, math, hashlib, warnings, urllib.request, urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 from .core import ConfigError, DataError, CorpusNotFoundError, cache_dir, atomic_write
-from .preprocessing import CharTokenizer
+from .preprocessing import CharTokenizer, train_tokenizer, load_tokenizer, VocabSizeWarning
 
 # %% auto #0
-__all__ = ['CORPORA', 'FASHION_DIRS', 'MNIST_MIRRORS', 'MNIST_SHA256', 'IMAGE_DATASETS', 'Corpus', 'register_corpus',
-           'sha256_file', 'download', 'corpus_path', 'read_text_file', 'load_corpus', 'TextData', 'encode_corpus',
-           'to_device', 'RandomWindows', 'eval_windows', 'SequentialWindows', 'ResidentBatches', 'read_idx',
-           'load_fashion_mnist', 'fetch', 'load_mnist', 'load_digits', 'image_stats', 'normalize_images', 'load_images']
+__all__ = ['CORPORA', 'SHARD_FORMAT', 'SHARD_VERSION', 'FASHION_DIRS', 'MNIST_MIRRORS', 'MNIST_SHA256', 'IMAGE_DATASETS',
+           'IMAGE_CLASSES', 'Corpus', 'register_corpus', 'sha256_file', 'download', 'corpus_path', 'read_text_file',
+           'load_corpus', 'TextData', 'encode_corpus', 'to_device', 'RandomWindows', 'eval_windows',
+           'SequentialWindows', 'read_shard_meta', 'is_shard_dir', 'load_shards', 'prepare_data', 'ResidentBatches',
+           'read_idx', 'load_fashion_mnist', 'fetch', 'load_mnist', 'load_digits', 'image_stats', 'normalize_images',
+           'load_images', 'ImageData', 'prepare_images', 'fixed_batches']
 
 # %% ../nbs/01b_data.ipynb #9d9135e6
 @dataclass
@@ -215,6 +217,81 @@ class SequentialWindows:
         self.gen.set_state(d['gen']); self.epoch, self.i, self.perm = d['epoch'], d['i'], None
         if d['started']: self._new_order()
 
+# %% ../nbs/01b_data.ipynb #2b708eca
+SHARD_FORMAT, SHARD_VERSION = 'llmtrain-shards', 1
+
+# %% ../nbs/01b_data.ipynb #4e90a4e3
+def _shard_fix(out_dir, meta=None):
+    "The command that makes the shard folder `out_dir` again (from what `meta` says where it is readable)."
+    meta = meta if isinstance(meta, dict) else {}
+    corpus, tok = meta.get('source', {}).get('corpus', 'CORPUS'), meta.get('tokenizer', {})
+    opts = f" --tokenizer {tok['kind']}" if tok.get('kind') else ''
+    opts += f" --vocab_size {tok['vocab_size']}" if tok.get('kind') in ('bpe', 'word') and tok.get('vocab_size') else ''
+    return f"rerun `llmtrain prepare {corpus} {out_dir}{opts} --overwrite` (or prepare_shards in Python)"
+
+# %% ../nbs/01b_data.ipynb #112740dd
+def read_shard_meta(path) -> dict:
+    "The `meta.json` of shard folder `path`, checked to be one this version of llmtrain reads."
+    path = Path(path)
+    if not path.is_dir(): raise CorpusNotFoundError(f"No shard folder at {path}; make one: {_shard_fix(path)}")
+    f = path/'meta.json'
+    if not f.is_file():
+        raise DataError(f"{f} is missing: {path} is not a finished shard folder; delete it and {_shard_fix(path)}")
+    try: meta = json.loads(f.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DataError(f"{f} is not valid JSON ({e}); {_shard_fix(path)}") from None
+    if not isinstance(meta, dict) or meta.get('format') != SHARD_FORMAT:
+        raise DataError(f"{f} is not an llmtrain shard description (format {meta.get('format') if isinstance(meta, dict) else None!r}); {_shard_fix(path)}")
+    if meta.get('version', 0) > SHARD_VERSION:
+        raise DataError(f"{f} has format version {meta['version']}, newer than this llmtrain reads ({SHARD_VERSION}); upgrade llmtrain")
+    return meta
+
+# %% ../nbs/01b_data.ipynb #ffc0de0c
+def is_shard_dir(path) -> bool:
+    "Whether `path` is a finished shard folder (it has a `meta.json` in the shard format)."
+    try: return Path(path).is_dir() and read_shard_meta(path) is not None
+    except (DataError, OSError): return False
+
+# %% ../nbs/01b_data.ipynb #48e3ee64
+def load_shards(path, verify=False) -> TextData:
+    "The shards in `path` as `TextData`: train and val as read-only `numpy.memmap`s, checked against meta.json (`verify`: sha256 too)."
+    path = Path(path)
+    meta = read_shard_meta(path)
+    fix = _shard_fix(path, meta)
+    try:
+        dtype = np.dtype(meta['dtype']).newbyteorder('<')
+        arrays = {}
+        for part in ('train', 'val'):
+            f, n = path/f'{part}.bin', int(meta['tokens'][part])
+            if not f.is_file(): raise DataError(f"{f} is missing; {fix}")
+            if f.stat().st_size != n * dtype.itemsize:
+                raise DataError(f"{f} has {f.stat().st_size:,} bytes but meta.json says {n:,} {dtype.name} tokens "
+                                f"({n * dtype.itemsize:,} bytes): truncated or changed; {fix}")
+            if verify and sha256_file(f) != meta['sha256'][f'{part}.bin']:
+                raise DataError(f"{f} does not match the sha256 in meta.json (the file changed); {fix}")
+            arrays[part] = np.memmap(f, dtype=dtype, mode='r', shape=(n,)) if n else np.zeros(0, dtype)
+        tok = load_tokenizer(path/'tokenizer.json')
+        if tok.vocab_size != meta['tokenizer']['vocab_size']:
+            raise DataError(f"{path/'tokenizer.json'} has {tok.vocab_size} tokens but meta.json says "
+                            f"{meta['tokenizer']['vocab_size']}; {fix}")
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, DataError): raise
+        raise DataError(f"{path/'meta.json'} lacks or garbles a field ({type(e).__name__}: {e}); {fix}") from None
+    return TextData(tok, arrays['train'], arrays['val'])
+
+# %% ../nbs/01b_data.ipynb #1c2e7023
+def prepare_data(cfg, tokenizer=None) -> TextData:
+    "`cfg.corpus` as `TextData`: a shard folder memory-mapped, or a corpus tokenized by `tokenizer` or a `cfg.tokenizer` trained on its training split."
+    if is_shard_dir(cfg.corpus): return load_shards(cfg.corpus)
+    text = load_corpus(cfg.corpus)
+    if tokenizer is not None: tok = tokenizer
+    elif cfg.tokenizer == 'char': tok = train_tokenizer('char', text)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter('error', VocabSizeWarning)
+            try: tok = train_tokenizer(cfg.tokenizer, text[:int(len(text) * (1 - cfg.val_fraction))], vocab_size=cfg.vocab_size)
+            except VocabSizeWarning as w: raise DataError(f"Corpus {cfg.corpus!r}: {w}") from None
+    return encode_corpus(text, tokenizer=tok, val_fraction=cfg.val_fraction)
+
 # %% ../nbs/01b_data.ipynb #87cf850e
 class ResidentBatches:
     "Endless shuffled mini-batches of `(x, y)` tensors that stay on their device; resumable; `rank`/`world` split each global batch."
@@ -353,3 +430,45 @@ def load_images(name, split='train', **kwargs):
     "`(images, labels)` of split `split` of the image set `name` (a key of `IMAGE_DATASETS`); `kwargs` go to its loader."
     if name not in IMAGE_DATASETS: raise ConfigError(f"image set {name!r} is not one of {tuple(IMAGE_DATASETS)}")
     return IMAGE_DATASETS[name](split, **kwargs)
+
+# %% ../nbs/01b_data.ipynb #3e54b6a9
+IMAGE_CLASSES = {'fashion-mnist': ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
+                                   'Ankle boot')}
+
+# %% ../nbs/01b_data.ipynb #0a67bbcd
+@dataclass
+class ImageData:
+    "An image classification set: `(x, y)` tensors for train, validation and test, the number of classes and their names."
+    train: tuple
+    val: tuple
+    test: tuple
+    n_classes: int
+    class_names: tuple
+    @property
+    def image_shape(self) -> tuple: return tuple(self.train[0].shape[1:])
+
+# %% ../nbs/01b_data.ipynb #a282fdb1
+def _seeded_subset(xy, n, seed):
+    if n is None or n >= len(xy[0]): return xy
+    keep = torch.randperm(len(xy[0]), generator=torch.Generator().manual_seed(seed))[:n]
+    return xy[0][keep], xy[1][keep]
+
+# %% ../nbs/01b_data.ipynb #a8942f40
+def prepare_images(name, val_fraction=0.0, seed=0, train_subset=None, test_subset=None) -> ImageData:
+    "The image set `name`: its train split less a seeded `val_fraction` held out for validation, and its test split; `*_subset`: keep that many."
+    if name not in IMAGE_DATASETS:
+        raise ConfigError(f"corpus={name!r} is not an image set; image models (seed_cnn, strong_cnn) take one of {tuple(IMAGE_DATASETS)}")
+    if not 0 <= val_fraction < 1: raise ConfigError(f"val_fraction={val_fraction!r} must lie in [0, 1)")
+    x, y = load_images(name, 'train')
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(len(x) * val_fraction)) if val_fraction > 0 else 0
+    train = _seeded_subset((x[perm[n_val:]], y[perm[n_val:]]), train_subset, seed)
+    test = _seeded_subset(load_images(name, 'test'), test_subset, seed)
+    n_classes = int(max(y.max(), test[1].max())) + 1
+    names = IMAGE_CLASSES.get(name, tuple(str(c) for c in range(n_classes)))
+    return ImageData(train, (x[perm[:n_val]], y[perm[:n_val]]), test, n_classes, names)
+
+# %% ../nbs/01b_data.ipynb #a2c36f77
+def fixed_batches(x, y, batch_size, device='cpu') -> list:
+    "`(x, y)` cut in order into batches of `batch_size` (the last one smaller), moved to `device`."
+    return [(to_device(x[i:i + batch_size], device), to_device(y[i:i + batch_size], device)) for i in range(0, len(x), batch_size)]

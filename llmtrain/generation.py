@@ -92,6 +92,7 @@ def token_stream(model, idx, max_new_tokens=256, temperature=1.0, top_k=None, to
         idx = torch.cat([idx, nxt], dim=1)
         yield nxt
 
+# %% ../nbs/09a_generation.ipynb #cb9dfe25
 def generate_ids(model, idx, max_new_tokens=256, temperature=1.0, top_k=None, top_p=None, generator=None,
                  use_cache=True) -> torch.Tensor:
     "The context `idx` `(B, T)` followed by `max_new_tokens` sampled tokens: `(B, T + max_new_tokens)`."

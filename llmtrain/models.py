@@ -15,9 +15,8 @@ from .core import ConfigError
 __all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'MATMUL_ATTENTION_MAX_T', 'RNN_CELLS', 'CNN_MODELS', 'swiglu_hidden', 'GPTConfig',
            'matmul_attention', 'uses_matmul_attention', 'attend', 'time_attention', 'CausalSelfAttention',
            'rope_angles', 'apply_rope', 'make_norm', 'MLP', 'SwiGLU', 'Block', 'GPT', 'KVCache', 'RNNConfig',
-           'RNNState', 'RNNLM', 'sample_next', 'generate', 'num_params', 'flops_per_token', 'model_flops',
-           'counted_flops', 'activation_memory', 'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN',
-           'create_model', 'attention_maps']
+           'RNNState', 'RNNLM', 'num_params', 'flops_per_token', 'model_flops', 'counted_flops', 'activation_memory',
+           'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN', 'create_model', 'attention_maps']
 
 # %% ../nbs/02_architectures.ipynb #1a99214d
 GPT_CHOICES = dict(pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'))
@@ -327,46 +326,6 @@ class RNNLM(nn.Module):
         if targets is None: return self.lm_head(y[:, [-1], :]), None
         logits = self.lm_head(y)
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
-
-# %% ../nbs/02_architectures.ipynb #3ba8ea73
-def sample_next(logits, temperature=1.0, top_k=None, generator=None):
-    "Pick the next token from the last-position `logits` (shape `(B, V)`): greedy at temperature 0."
-    logits = logits.float()
-    if temperature == 0: return logits.argmax(-1, keepdim=True)
-    logits = logits / temperature
-    if top_k is not None:
-        v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-        logits = logits.masked_fill(logits < v[:, [-1]], float('-inf'))
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator)
-
-@torch.no_grad()
-def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, use_cache=True):
-    "Sample `max_new_tokens` tokens after the context `idx` `(B, T)`: a GPT with its KV cache, a recurrent model with its state."
-    block_size = model.config.block_size
-    if not use_cache:
-        for _ in range(max_new_tokens):
-            logits, _ = model(idx[:, -block_size:])
-            idx = torch.cat([idx, sample_next(logits[:, -1], temperature, top_k, generator)], dim=1)
-        return idx
-    if getattr(model, 'recurrent', False): return _generate_recurrent(model, idx, max_new_tokens, temperature, top_k, generator)
-    cache = KVCache(model.config.n_layer, block_size)
-    logits, _ = model(idx[:, -block_size:], cache=cache)
-    for i in range(max_new_tokens):
-        idx = torch.cat([idx, sample_next(logits[:, -1], temperature, top_k, generator)], dim=1)
-        if i == max_new_tokens - 1: break
-        if cache.pos < block_size: logits, _ = model(idx[:, -1:], cache=cache)
-        else:                      # the window is full: slide it by re-running the last half block
-            cache.reset(); logits, _ = model(idx[:, -(block_size // 2):], cache=cache)
-    return idx
-
-def _generate_recurrent(model, idx, max_new_tokens, temperature, top_k, generator):
-    "Read the whole prompt once, then one recurrent step per new token, carrying the state."
-    state = RNNState()
-    logits, _ = model(idx, cache=state)
-    for i in range(max_new_tokens):
-        idx = torch.cat([idx, sample_next(logits[:, -1], temperature, top_k, generator)], dim=1)
-        if i < max_new_tokens - 1: logits, _ = model(idx[:, -1:], cache=state)
-    return idx
 
 # %% ../nbs/02_architectures.ipynb #43fb5e8d
 def num_params(model, non_embedding=True) -> int:

@@ -8,11 +8,12 @@ import math, itertools
 from collections.abc import Iterator
 import torch
 from torch.optim import Optimizer
+import torch.nn as nn
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'OPTIMIZERS', 'GD', 'Momentum', 'Adam', 'AdamW', 'schedule_lr', 'create_optimizer', 'lr_find',
-           'plot_lr_find']
+__all__ = ['SCHEDULES', 'OPTIMIZERS', 'GD', 'Momentum', 'Adam', 'AdamW', 'param_groups', 'schedule_lr', 'create_optimizer',
+           'configure_optimizer', 'lr_find', 'plot_lr_find']
 
 # %% ../nbs/04_optimizers.ipynb #97ef1951
 def _check(**hp):
@@ -103,6 +104,16 @@ class AdamW(Adam):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
+# %% ../nbs/04_optimizers.ipynb #7e26f4e6
+def param_groups(model, weight_decay):
+    "Two AdamW groups: decay for linear/conv/recurrent weight matrices, none for biases, norms and embedding-only tables."
+    decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))}
+    decay_ids |= {id(p) for m in model.modules() if isinstance(m, nn.RNNBase)           # recurrent weight matrices
+                  for n, p in m.named_parameters(recurse=False) if n.startswith('weight')}
+    params = [p for p in model.parameters() if p.requires_grad]
+    return [dict(params=[p for p in params if id(p) in decay_ids], weight_decay=weight_decay),
+            dict(params=[p for p in params if id(p) not in decay_ids], weight_decay=0.0)]
+
 # %% ../nbs/04_optimizers.ipynb #df93e8db
 SCHEDULES = ('constant', 'step', 'cosine', 'wsd', 'onecycle')
 
@@ -147,11 +158,16 @@ def create_optimizer(name: str, groups: list[dict], lr: float, betas=(0.9, 0.999
     if name in ('momentum', 'nesterov'): return Momentum(groups, lr=lr, momentum=momentum, nesterov=name == 'nesterov')
     return (Adam if name == 'adam-scratch' else AdamW)(groups, lr=lr, betas=betas, eps=eps)
 
+# %% ../nbs/04_optimizers.ipynb #6ca61423
+def configure_optimizer(model, cfg) -> torch.optim.Optimizer:
+    "The optimizer named by `cfg.optimizer` over `param_groups(model, cfg.weight_decay)`, with `cfg`'s lr, betas and momentum."
+    return create_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay), cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                            momentum=cfg.momentum)
+
 # %% ../nbs/04_optimizers.ipynb #8c62de9a
 def lr_find(model, batches, start_lr: float = 1e-7, end_lr: float = 10, num_iters: int = 100, optimizer: str = 'adamw',
             weight_decay: float = 0.0, smooth: float = 0.98, device='cpu') -> dict:
     "Exponential learning-rate sweep of `model` on `batches` of (x, y); returns `dict(lrs, losses, raw_losses, suggestion, min_div10)`."
-    from llmtrain.training import param_groups          # imported here: the training module imports this one
     if not 0 < start_lr < end_lr: raise ConfigError(f"need 0 < start_lr < end_lr, got {start_lr} and {end_lr}")
     if num_iters < 2: raise ConfigError(f"num_iters={num_iters} must be at least 2")
     if not 0 <= smooth < 1: raise ConfigError(f"smooth={smooth} must be in [0, 1)")

@@ -10,11 +10,10 @@ import numpy as np
 from .core import ConfigError, DataError, CorpusNotFoundError
 from .preprocessing import (Tokenizer, CharTokenizer, TOKENIZERS, VocabSizeWarning, train_tokenizer, save_tokenizer,
                                     load_tokenizer, _visible, _codepoint_array)
-from .data import TextData, corpus_path, sha256_file
+from .data import TextData, corpus_path, sha256_file, SHARD_FORMAT, SHARD_VERSION, _shard_fix, is_shard_dir
 
 # %% auto #0
-__all__ = ['SHARD_FORMAT', 'SHARD_VERSION', 'DECODE_ERRORS', 'safe_cut', 'iter_pieces', 'split_pieces', 'prepare_shards',
-           'read_shard_meta', 'is_shard_dir', 'load_shards']
+__all__ = ['DECODE_ERRORS', 'safe_cut', 'iter_pieces', 'split_pieces', 'prepare_shards']
 
 # %% ../nbs/01c_shards.ipynb #96260fc1
 def _visible_before(buf: bytes, p: int) -> bool:
@@ -138,7 +137,6 @@ def _pool(workers, tok=None):
         else: os.environ['TOKENIZERS_PARALLELISM'] = old
 
 # %% ../nbs/01c_shards.ipynb #f134b38d
-SHARD_FORMAT, SHARD_VERSION = 'llmtrain-shards', 1
 DECODE_ERRORS = ('strict', 'replace', 'ignore')
 
 def _progress(total, desc, on):
@@ -169,14 +167,6 @@ def _train_tokenizer(kind, vocab_size, files, split_at, total, chunk_bytes, erro
             raise DataError(f"Corpus {corpus!r}: {w}") from None
 
 # %% ../nbs/01c_shards.ipynb #548c2f0b
-def _shard_fix(out_dir, meta=None):
-    "The command that makes the shard folder `out_dir` again (from what `meta` says where it is readable)."
-    meta = meta if isinstance(meta, dict) else {}
-    corpus, tok = meta.get('source', {}).get('corpus', 'CORPUS'), meta.get('tokenizer', {})
-    opts = f" --tokenizer {tok['kind']}" if tok.get('kind') else ''
-    opts += f" --vocab_size {tok['vocab_size']}" if tok.get('kind') in ('bpe', 'word') and tok.get('vocab_size') else ''
-    return f"rerun `llmtrain prepare {corpus} {out_dir}{opts} --overwrite` (or prepare_shards in Python)"
-
 def prepare_shards(corpus, out_dir, tokenizer='char', vocab_size=None, val_fraction=0.1, workers=None,
                    chunk_bytes=1 << 20, errors='strict', sample_bytes=1 << 24, overwrite=False, progress=True) -> Path:
     "Tokenize `corpus` into a shard folder `out_dir` (train.bin, val.bin, tokenizer.json, meta.json), streaming, with `workers` processes."
@@ -247,50 +237,3 @@ def prepare_shards(corpus, out_dir, tokenizer='char', vocab_size=None, val_fract
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
-
-# %% ../nbs/01c_shards.ipynb #fb8a3742
-def read_shard_meta(path) -> dict:
-    "The `meta.json` of shard folder `path`, checked to be one this version of llmtrain reads."
-    path = Path(path)
-    if not path.is_dir(): raise CorpusNotFoundError(f"No shard folder at {path}; make one: {_shard_fix(path)}")
-    f = path/'meta.json'
-    if not f.is_file():
-        raise DataError(f"{f} is missing: {path} is not a finished shard folder; delete it and {_shard_fix(path)}")
-    try: meta = json.loads(f.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DataError(f"{f} is not valid JSON ({e}); {_shard_fix(path)}") from None
-    if not isinstance(meta, dict) or meta.get('format') != SHARD_FORMAT:
-        raise DataError(f"{f} is not an llmtrain shard description (format {meta.get('format') if isinstance(meta, dict) else None!r}); {_shard_fix(path)}")
-    if meta.get('version', 0) > SHARD_VERSION:
-        raise DataError(f"{f} has format version {meta['version']}, newer than this llmtrain reads ({SHARD_VERSION}); upgrade llmtrain")
-    return meta
-
-def is_shard_dir(path) -> bool:
-    "Whether `path` is a finished shard folder (it has a `meta.json` in the shard format)."
-    try: return Path(path).is_dir() and read_shard_meta(path) is not None
-    except (DataError, OSError): return False
-
-def load_shards(path, verify=False) -> TextData:
-    "The shards in `path` as `TextData`: train and val as read-only `numpy.memmap`s, checked against meta.json (`verify`: sha256 too)."
-    path = Path(path)
-    meta = read_shard_meta(path)
-    fix = _shard_fix(path, meta)
-    try:
-        dtype = np.dtype(meta['dtype']).newbyteorder('<')
-        arrays = {}
-        for part in ('train', 'val'):
-            f, n = path/f'{part}.bin', int(meta['tokens'][part])
-            if not f.is_file(): raise DataError(f"{f} is missing; {fix}")
-            if f.stat().st_size != n * dtype.itemsize:
-                raise DataError(f"{f} has {f.stat().st_size:,} bytes but meta.json says {n:,} {dtype.name} tokens "
-                                f"({n * dtype.itemsize:,} bytes): truncated or changed; {fix}")
-            if verify and sha256_file(f) != meta['sha256'][f'{part}.bin']:
-                raise DataError(f"{f} does not match the sha256 in meta.json (the file changed); {fix}")
-            arrays[part] = np.memmap(f, dtype=dtype, mode='r', shape=(n,)) if n else np.zeros(0, dtype)
-        tok = load_tokenizer(path/'tokenizer.json')
-        if tok.vocab_size != meta['tokenizer']['vocab_size']:
-            raise DataError(f"{path/'tokenizer.json'} has {tok.vocab_size} tokens but meta.json says "
-                            f"{meta['tokenizer']['vocab_size']}; {fix}")
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, DataError): raise
-        raise DataError(f"{path/'meta.json'} lacks or garbles a field ({type(e).__name__}: {e}); {fix}") from None
-    return TextData(tok, arrays['train'], arrays['val'])

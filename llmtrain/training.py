@@ -5,50 +5,34 @@
 # %% ../nbs/06_training.ipynb #a45c2f94
 from __future__ import annotations
 import os, sys, csv, json, time, random, warnings, platform, contextlib, datetime
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 import numpy as np
 import torch
-import torch.nn as nn
-from .core import (TrainConfig, LLMTrainError, ConfigError, DataError, CheckpointError, atomic_write, set_seed,
-                           save_config)
-from .data import (load_corpus, encode_corpus, RandomWindows, SequentialWindows, eval_windows, ResidentBatches,
-                           to_device, IMAGE_DATASETS, load_images)
-from .shards import is_shard_dir, load_shards
-from .preprocessing import save_tokenizer, train_tokenizer, VocabSizeWarning
-from .models import create_model, generate, flops_per_token, model_flops, CNN_MODELS
-from .optim import schedule_lr, create_optimizer
+from fastcore.basics import patch
+from .core import (TrainConfig, LLMTrainError, ConfigError, CheckpointError, atomic_write, set_seed, save_config,
+                           load_config)
+from .data import (RandomWindows, SequentialWindows, eval_windows, ResidentBatches, to_device, prepare_data,
+                           prepare_images, fixed_batches)
+from .preprocessing import save_tokenizer, load_tokenizer
+from .models import create_model, flops_per_token, model_flops, CNN_MODELS
+from .optim import schedule_lr, configure_optimizer, lr_find
 from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops, PRECISION_DTYPES,
                                 device_name, init_distributed, is_distributed, dist_env, dist)
+from .evaluation import evaluate
+from .generation import generate_text
 
 # %% auto #0
-__all__ = ['METRICS', 'lr_at', 'param_groups', 'configure_optimizer', 'rng_state', 'set_rng_state', 'save_checkpoint',
-           'load_checkpoint', 'Callback', 'CSVLogger', 'TensorBoardLogger', 'read_tensorboard', 'in_notebook',
-           'ProgressBar', 'LivePlot', 'Checkpointer', 'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer',
-           'target_count', 'train_step', 'evaluate', 'model_state', 'state_dict', 'load_state_dict', 'save', 'lr_find',
-           'fit', 'elapsed', 'environment', 'run_name', 'plot_run', 'sample_text', 'prepare_data', 'ImageData',
-           'prepare_images', 'fixed_batches', 'text_trainer', 'image_trainer', 'resume_checkpoint', 'train',
-           'dedup_tensors', 'finish_run']
+__all__ = ['METRICS', 'lr_at', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'Callback', 'CSVLogger',
+           'TensorBoardLogger', 'read_tensorboard', 'in_notebook', 'ProgressBar', 'LivePlot', 'Checkpointer',
+           'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer', 'target_count', 'environment', 'run_name',
+           'plot_run', 'text_trainer', 'image_trainer', 'resume_checkpoint', 'train', 'dedup_tensors', 'finish_run',
+           'run_config', 'run_weights', 'load_weights', 'load_run']
 
 # %% ../nbs/06_training.ipynb #eb2fb678
 def lr_at(it, cfg) -> float:
     "Learning rate at iteration `it` under `cfg`'s schedule (see `llmtrain.optim.schedule_lr`)."
     return schedule_lr(cfg.schedule, it, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters or cfg.max_iters)
-
-# %% ../nbs/06_training.ipynb #aef1dbfd
-def param_groups(model, weight_decay):
-    "Two AdamW groups: decay for linear/conv/recurrent weight matrices, none for biases, norms and embedding-only tables."
-    decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))}
-    decay_ids |= {id(p) for m in model.modules() if isinstance(m, nn.RNNBase)           # recurrent weight matrices
-                  for n, p in m.named_parameters(recurse=False) if n.startswith('weight')}
-    params = [p for p in model.parameters() if p.requires_grad]
-    return [dict(params=[p for p in params if id(p) in decay_ids], weight_decay=weight_decay),
-            dict(params=[p for p in params if id(p) not in decay_ids], weight_decay=0.0)]
-
-def configure_optimizer(model, cfg, device):
-    "The optimizer named by `cfg.optimizer` (chapter 4) over `param_groups`; torch's fused kernels for adamw/adam."
-    return create_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay), cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                            momentum=cfg.momentum)
 
 # %% ../nbs/06_training.ipynb #8c7ad502
 def rng_state() -> dict:
@@ -58,6 +42,7 @@ def rng_state() -> dict:
     s['numpy'] = (s['numpy'][0], torch.from_numpy(s['numpy'][1].astype(np.int64)), *s['numpy'][2:])
     return s
 
+# %% ../nbs/06_training.ipynb #fcf544a4
 def set_rng_state(s: dict):
     "Restore the states saved by `rng_state`."
     random.setstate((s['python'][0], tuple(s['python'][1]), s['python'][2]))
@@ -70,6 +55,7 @@ def save_checkpoint(path, state: dict):
     "Write `state` to `path` atomically (temporary file, fsync, rename)."
     with atomic_write(path) as tmp: torch.save(state, tmp)
 
+# %% ../nbs/06_training.ipynb #1574908b
 def load_checkpoint(path, map_location='cpu') -> dict:
     "Load a checkpoint with `weights_only=True`; a missing or damaged file raises `CheckpointError`."
     path = Path(path)
@@ -96,7 +82,6 @@ class Callback:
 # %% ../nbs/06_training.ipynb #e73ee4bc
 METRICS = ['iter', 'tokens', 'train_loss', 'val_loss', 'val_acc', 'lr', 'grad_norm', 'tokens_per_s', 'ms_per_iter', 'mfu',
            'skipped_steps', 'elapsed_s']
-
 class CSVLogger(Callback):
     "Append every logged and evaluated metric row to `run_dir/metrics.csv`."
     order = 10
@@ -112,6 +97,7 @@ class CSVLogger(Callback):
     def on_eval(self, t, m): self._row(m)
     def on_fit_end(self, t): self.f.close()
 
+# %% ../nbs/06_training.ipynb #a5a98926
 class TensorBoardLogger(Callback):
     "Write the logged scalars to TensorBoard under `run_dir/tb` (needs the `tensorboard` package)."
     order = 10
@@ -127,6 +113,7 @@ class TensorBoardLogger(Callback):
     def on_eval(self, t, m): self._write(m)
     def on_fit_end(self, t): self.w.close()
 
+# %% ../nbs/06_training.ipynb #6876e32d
 def read_tensorboard(log_dir):
     "The scalars of a TensorBoard log folder as a pandas DataFrame (one column per tag, indexed by step)."
     import pandas as pd
@@ -143,23 +130,27 @@ def in_notebook() -> bool:
         return get_ipython() is not None and 'IPKernelApp' in get_ipython().config
     except Exception: return False
 
+# %% ../nbs/06_training.ipynb #c13fa4f8
 class ProgressBar(Callback):
-    "A tqdm progress bar showing loss, tokens/s, MFU and the latest validation loss."
+    "A tqdm progress bar showing loss, tokens/s, MFU, and the latest and best validation loss as soon as each evaluation ends."
     order = 20
     def on_fit_start(self, t):
         from tqdm.auto import tqdm
-        self.val = None
+        self.post = {}
         self.bar = tqdm(total=t.cfg.max_iters, initial=t.start_iter, desc=t.run_dir.name if t.run_dir else 'train',
                         dynamic_ncols=True)
+    def _show(self): self.bar.set_postfix(self.post, refresh=False); self.bar.refresh()
     def on_log(self, t, m):
         self.bar.n = m['iter']
-        post = dict(loss=f"{m['train_loss']:.4f}", tok_s=f"{m['tokens_per_s']:,.0f}")
-        if m.get('mfu') is not None: post['mfu'] = f"{m['mfu']:.1%}"
-        if self.val is not None: post['val'] = f"{self.val:.4f}"
-        self.bar.set_postfix(post, refresh=False); self.bar.refresh()
-    def on_eval(self, t, m): self.val = m['val_loss']
+        self.post.update(loss=f"{m['train_loss']:.4f}", tok_s=f"{m['tokens_per_s']:,.0f}")
+        if m.get('mfu') is not None: self.post['mfu'] = f"{m['mfu']:.1%}"
+        self._show()
+    def on_eval(self, t, m):
+        self.post.update(val=f"{m['val_loss']:.4f}", best=f"{t.best_val:.4f}")
+        self._show()
     def on_fit_end(self, t): self.bar.n = t.iter; self.bar.close()
 
+# %% ../nbs/06_training.ipynb #06bc3746
 class LivePlot(Callback):
     "Redraw a loss plot in place in a notebook at every log (and evaluation)."
     order = 30
@@ -210,6 +201,7 @@ class Checkpointer(Callback):
             try: os.link(src, tmp)
             except OSError: tmp.write_bytes(Path(src).read_bytes())
 
+# %% ../nbs/06_training.ipynb #dbac2032
 class EarlyStopping(Callback):
     "Stop `fit` after `patience` evaluations without the validation loss improving by more than `min_delta`."
     order = 0
@@ -219,6 +211,7 @@ class EarlyStopping(Callback):
         else: self.bad += 1
         if self.bad >= self.patience: t.should_stop = True
 
+# %% ../nbs/06_training.ipynb #25f226d2
 class ThroughputMonitor(Callback):
     "Add `mfu` (model FLOPs utilisation against the measured matmul peak) to each log row."
     order = -10
@@ -254,7 +247,7 @@ class Trainer:
         self.precision_check = {}
         if cfg.precision == 'auto' and self.device.type == 'cpu': self.precision = self._check_cpu_precision()
         self.model = self._wrap(self.raw_model)
-        self.opt = configure_optimizer(self.raw_model, cfg, self.device)
+        self.opt = configure_optimizer(self.raw_model, cfg)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == 'fp16')
         self.run_dir = Path(run_dir) if run_dir else None
         if self.run_dir is not None and self.is_main: self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -318,6 +311,7 @@ def target_count(y) -> torch.Tensor:
     "Number of targets that count in the loss: integer targets other than -1; all elements of float targets."
     return y.ne(-1).sum() if not y.is_floating_point() else torch.tensor(y.numel(), device=y.device)
 
+# %% ../nbs/06_training.ipynb #31dab013
 @torch.no_grad()
 def _grad_norm(params, max_norm):
     params = [p for p in params if p.grad is not None]
@@ -326,7 +320,8 @@ def _grad_norm(params, max_norm):
     return norm.full_tensor() if hasattr(norm, 'full_tensor') else norm     # FSDP2: a sharded DTensor
 
 # %% ../nbs/06_training.ipynb #a44dfdee
-def train_step(self):
+@patch
+def train_step(self: Trainer):
     "One optimizer step over `grad_accum` micro-batches; returns the step's loss as a device tensor (no sync)."
     cfg, model = self.cfg, self.model
     for g in self.opt.param_groups: g['lr'] = lr_at(self.iter, cfg)
@@ -360,13 +355,17 @@ def train_step(self):
     self._cb('on_step_end', total)
     return total
 
-def _grad_sync(self, sync: bool):
+# %% ../nbs/06_training.ipynb #0ab04f26
+@patch
+def _grad_sync(self: Trainer, sync: bool):
     "Skip the gradient all-reduce for all but the last micro-batch (DDP `no_sync`, FSDP2 `set_requires_gradient_sync`)."
     if self.ddp is not None and not sync: return self.ddp.no_sync()
     if self.fsdp: self.raw_model.set_requires_gradient_sync(sync)
     return contextlib.nullcontext()
 
-def _optimizer_step(self, loss):
+# %% ../nbs/06_training.ipynb #e346f7a9
+@patch
+def _optimizer_step(self: Trainer, loss):
     "Step, skipping it on the device when the loss or gradient norm is not finite (`nan_policy` not 'off')."
     if self.cfg.nan_policy == 'off' or self.scaler.is_enabled():   # the fp16 scaler does its own skipping
         self.scaler.step(self.opt); self.scaler.update(); return
@@ -377,11 +376,11 @@ def _optimizer_step(self, loss):
         self.opt.found_inf = bad.float()
         self.opt.step()
     elif not bad.item(): self.opt.step()                    # a host check for optimizers without found_inf
-Trainer.train_step, Trainer._optimizer_step, Trainer._grad_sync = train_step, _optimizer_step, _grad_sync
 
 # %% ../nbs/06_training.ipynb #80ee78b6
+@patch
 @torch.no_grad()
-def evaluate(self) -> float:
+def evaluate(self: Trainer) -> float:
     "Mean loss per target over `eval_batches`; for class labels also the accuracy, kept in `eval_metrics['val_acc']`."
     self.model.eval()
     total = torch.zeros(3, device=self.device)                 # summed loss, targets, correct predictions
@@ -398,25 +397,29 @@ def evaluate(self) -> float:
     loss, n, correct = total.tolist()                          # one sync
     self.eval_metrics = {'val_acc': correct / max(n, 1)} if classify else {}
     return loss / max(n, 1)
-Trainer.evaluate = evaluate
 
 # %% ../nbs/06_training.ipynb #97f66313
 def _full(x):
     "A plain tensor from a (possibly sharded) one: FSDP2's DTensors are gathered from every process."
     return x.full_tensor() if hasattr(x, 'full_tensor') else x
 
+# %% ../nbs/06_training.ipynb #be256b2f
 def _shard_like(full, ref):
     "`full` split the way the parameter `ref` is (a DTensor under FSDP2), or `full` itself."
     if not hasattr(ref, 'device_mesh'): return full
     from torch.distributed.tensor import distribute_tensor
     return distribute_tensor(full.to(ref.device, ref.dtype), ref.device_mesh, ref.placements)
 
-def model_state(self) -> dict:
+# %% ../nbs/06_training.ipynb #7bafe921
+@patch
+def model_state(self: Trainer) -> dict:
     "The model's full state dict (gathered from every process under FSDP2: call it on all of them)."
     sd = self.raw_model.state_dict()
     return {k: _full(v).cpu() for k, v in sd.items()} if self.fsdp else sd
 
-def state_dict(self) -> dict:
+# %% ../nbs/06_training.ipynb #f882334a
+@patch
+def state_dict(self: Trainer) -> dict:
     "Everything needed to resume exactly (full, unsharded state: it resumes on any number of processes)."
     opt = self.opt.state_dict()
     if self.fsdp: opt['state'] = {i: {k: _full(v).cpu() if torch.is_tensor(v) else v for k, v in st.items()}
@@ -427,6 +430,7 @@ def state_dict(self) -> dict:
             'world_size': self.world, 'log_window': {'start': self._log_start, 'loss_sum': self._loss_sum.detach().cpu()},
             'elapsed_s': self.elapsed()}
 
+# %% ../nbs/06_training.ipynb #db0daff2
 def _mismatch(s, own: dict, cfg, e, limit=30) -> str:
     "Why checkpoint `s` does not fit a model with state dict `own`: the config fields that differ, then every tensor that is missing, extra or of another shape."
     ck, old = s.get('model') or {}, s.get('config') or {}
@@ -442,7 +446,9 @@ def _mismatch(s, own: dict, cfg, e, limit=30) -> str:
             + '\n  '.join(lines[:limit]) + more + "\nResume with the run's own config.yaml (llmtrain train --resume runs/<name>) "
             "or start a new run")
 
-def load_state_dict(self, s: dict):
+# %% ../nbs/06_training.ipynb #8e6c404d
+@patch
+def load_state_dict(self: Trainer, s: dict):
     "Restore a `state_dict`; the model's shape must match."
     try:
         model_sd, opt_sd = s['model'], s['optimizer']
@@ -464,7 +470,9 @@ def load_state_dict(self, s: dict):
     self._log_start, self._loss_sum = w['start'], w['loss_sum'].to(self.device)
     self._elapsed = float(s.get('elapsed_s', 0.0))            # older checkpoints: the clock restarts (analysis.session_clock joins it)
 
-def save(self, name='ckpt.pt'):
+# %% ../nbs/06_training.ipynb #bd77cf2f
+@patch
+def save(self: Trainer, name='ckpt.pt'):
     "Write a checkpoint into the run folder (rank 0 writes; every process takes part in gathering); returns its path."
     if self.run_dir is None: return None
     state = self.state_dict()
@@ -473,19 +481,18 @@ def save(self, name='ckpt.pt'):
     save_checkpoint(path, state)
     self._cb('on_checkpoint', path)
     return path
-Trainer.state_dict, Trainer.load_state_dict, Trainer.save, Trainer.model_state = state_dict, load_state_dict, save, model_state
 
 # %% ../nbs/06_training.ipynb #165eaaaf
-def lr_find(self, **kwargs) -> dict:
-    "Run `llmtrain.optim.lr_find` on this trainer's model and training batches, leaving both as they were."
-    from llmtrain.optim import lr_find as _lr_find
+@patch
+def lr_find(self: Trainer, **kwargs) -> dict:
+    "Run chapter 4's `lr_find` on this trainer's model and training batches, leaving both as they were."
     state = self.train_batches.state_dict()
-    try: return _lr_find(self.raw_model, self.train_batches, device=self.device, **kwargs)
+    try: return lr_find(self.raw_model, self.train_batches, device=self.device, **kwargs)
     finally: self.train_batches.load_state_dict(state)
-Trainer.lr_find = lr_find
 
 # %% ../nbs/06_training.ipynb #43263f0d
-def fit(self):
+@patch
+def fit(self: Trainer):
     "Train from the current iteration to `cfg.max_iters`, logging, evaluating and checkpointing on schedule."
     cfg = self.cfg
     self.model.train()
@@ -524,12 +531,12 @@ def fit(self):
         self._cb('on_fit_end')
     if self.world > 1: dist.barrier()
     return self
-Trainer.fit = fit
 
-def elapsed(self) -> float:
+# %% ../nbs/06_training.ipynb #2ecad004
+@patch
+def elapsed(self: Trainer) -> float:
     "Seconds spent in `fit`, over every session of the run: the clock of `elapsed_s` in the logs, saved in checkpoints."
     return time.perf_counter() - self._t0 if self._t0 is not None else self._elapsed
-Trainer.elapsed = elapsed
 
 # %% ../nbs/06_training.ipynb #b78354ee
 def environment(trainer=None) -> dict:
@@ -544,6 +551,7 @@ def environment(trainer=None) -> dict:
                    precision_check_ms={k: round(v * 1000, 2) for k, v in trainer.precision_check.items()})
     return env
 
+# %% ../nbs/06_training.ipynb #f57812cf
 def run_name(cfg) -> str:
     "`cfg.name`, or one made from the corpus, model and time."
     if cfg.name: return cfg.name
@@ -565,54 +573,6 @@ def plot_run(history, path=None, title=None):
     if path is not None: fig.savefig(path, dpi=120, bbox_inches='tight')
     return fig
 
-# %% ../nbs/06_training.ipynb #f68d9de8
-def sample_text(model, tokenizer, prompt='\n', n=300, temperature=0.8, top_k=None, seed=0, device='cpu') -> str:
-    "Generate `n` tokens after `prompt` with a seeded generator."
-    g = torch.Generator(device=device).manual_seed(seed)
-    idx = torch.tensor([tokenizer.encode(prompt)], device=device)
-    model.eval()
-    out = generate(model, idx, n, temperature=temperature, top_k=top_k, generator=g)
-    return tokenizer.decode(out[0].tolist())
-
-# %% ../nbs/06_training.ipynb #26b293bf
-def prepare_data(cfg: TrainConfig):
-    "Load `cfg.corpus` and tokenize it with `cfg.tokenizer`, trained on the training split only (char: the whole alphabet); a shard folder from `llmtrain prepare` is memory-mapped as it is."
-    if is_shard_dir(cfg.corpus): return load_shards(cfg.corpus)
-    text = load_corpus(cfg.corpus)
-    if cfg.tokenizer == 'char': tok = train_tokenizer('char', text)      # an alphabet leaks nothing, and val needs it all
-    else:                                                # a vocabulary the text cannot fill is an error, as in `llmtrain prepare`
-        with warnings.catch_warnings():
-            warnings.simplefilter('error', VocabSizeWarning)
-            try: tok = train_tokenizer(cfg.tokenizer, text[:int(len(text) * (1 - cfg.val_fraction))], vocab_size=cfg.vocab_size)
-            except VocabSizeWarning as w: raise DataError(f"Corpus {cfg.corpus!r}: {w}") from None
-    return encode_corpus(text, tokenizer=tok, val_fraction=cfg.val_fraction)
-
-# %% ../nbs/06_training.ipynb #8ce0ae0f
-@dataclass
-class ImageData:
-    "An image classification set: `(x, y)` tensors for train, validation and test, and the number of classes."
-    train: tuple
-    val: tuple
-    test: tuple
-    n_classes: int
-    @property
-    def image_shape(self) -> tuple: return tuple(self.train[0].shape[1:])
-
-def prepare_images(cfg: TrainConfig) -> ImageData:
-    "The image set `cfg.corpus`: its train split less a seeded `val_fraction` held out for validation, and its test split."
-    if cfg.corpus not in IMAGE_DATASETS:
-        raise ConfigError(f"model={cfg.model} classifies images: corpus must be one of {tuple(IMAGE_DATASETS)}, not {cfg.corpus!r}")
-    x, y = load_images(cfg.corpus, 'train')
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))
-    n_val = max(1, int(len(x) * cfg.val_fraction))
-    test = load_images(cfg.corpus, 'test')
-    return ImageData((x[perm[n_val:]], y[perm[n_val:]]), (x[perm[:n_val]], y[perm[:n_val]]), test,
-                     int(max(y.max(), test[1].max())) + 1)
-
-def fixed_batches(x, y, batch_size, device='cpu') -> list:
-    "`(x, y)` cut in order into batches of `batch_size` (the last one smaller), moved to `device`."
-    return [(to_device(x[i:i + batch_size], device), to_device(y[i:i + batch_size], device)) for i in range(0, len(x), batch_size)]
-
 # %% ../nbs/06_training.ipynb #e61acb2c
 def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
     "A `Trainer` for a language model on `cfg.corpus`: random windows (or shuffled epochs, `cfg.sampler`) for training, fixed ones for evaluation."
@@ -625,10 +585,11 @@ def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
     eval_b = eval_windows(data.val, cfg.block_size, cfg.batch_size * world, cfg.eval_iters, seed=cfg.seed + 1, device=device)
     return Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=data.tokenizer)
 
+# %% ../nbs/06_training.ipynb #2b2a7fb2
 def image_trainer(cfg: TrainConfig, run_dir, device, callbacks=(), eval_batch_size=1000) -> Trainer:
     "A `Trainer` for an image classifier on the image set `cfg.corpus`, its data resident on `device` (each process's, under torchrun)."
     rank, _, world = dist_env()
-    data = prepare_images(cfg)
+    data = prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed)
     model = create_model(cfg, data.n_classes, data.image_shape)
     x, y = (to_device(t, device) for t in data.train)
     train_b = ResidentBatches(x, y, cfg.batch_size, seed=cfg.seed, rank=rank, world=world)
@@ -636,6 +597,7 @@ def image_trainer(cfg: TrainConfig, run_dir, device, callbacks=(), eval_batch_si
     t.test_batches, t.image_info = fixed_batches(*data.test, eval_batch_size, device), (data.n_classes, data.image_shape)
     return t
 
+# %% ../nbs/06_training.ipynb #3383f9d0
 def resume_checkpoint(resume) -> Path:
     "The checkpoint that `resume` (a run folder or a checkpoint file) names; a `CheckpointError` when there is none."
     ck = Path(resume)/'ckpt.pt' if Path(resume).is_dir() else Path(resume)
@@ -644,6 +606,7 @@ def resume_checkpoint(resume) -> Path:
                               "that saved one (runs/<name>) or its ckpt.pt, or train without --resume")
     return ck
 
+# %% ../nbs/06_training.ipynb #98423566
 def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
     "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue."
     ck = resume_checkpoint(resume) if resume is not None else None     # before the data is prepared and a run folder made
@@ -670,6 +633,7 @@ def dedup_tensors(state: dict) -> dict:
         if key not in seen: seen.add(key); out[k] = v.contiguous()
     return out
 
+# %% ../nbs/06_training.ipynb #8a9db0f6
 def finish_run(t: Trainer):
     "Write the run's final artefacts: safetensors weights, loss curve, sample (rank 0; every process gathers)."
     from safetensors.torch import save_file
@@ -683,7 +647,6 @@ def finish_run(t: Trainer):
     fig = plot_run(hist, t.run_dir/'loss.png', title=f"{t.run_dir.name}: best val {t.best_val:.4f}")
     plt.close(fig)
     if getattr(t, 'test_batches', None) is not None:    # image runs: the held-back test split, scored once
-        from llmtrain.evaluation import evaluate
         model = t.raw_model
         if t.world > 1:                                  # a plain single-process copy: FSDP's shards cannot run on rank 0 alone
             model = create_model(t.cfg, *t.image_info).to(t.device); model.load_state_dict(state)
@@ -693,5 +656,57 @@ def finish_run(t: Trainer):
         model = t.raw_model
         if t.world > 1:                                  # a plain single-process copy for sampling
             model = create_model(t.cfg, t.tokenizer.vocab_size).to(t.device); model.load_state_dict(state)
-        t.sample = sample_text(model, t.tokenizer, n=t.cfg.sample_tokens, seed=t.cfg.seed, device=t.device)
+        t.sample = generate_text(model, t.tokenizer, '\n', t.cfg.sample_tokens, seed=t.cfg.seed, device=t.device)
         with atomic_write(t.run_dir/'sample.txt') as f: f.write_text(t.sample, encoding='utf-8')
+
+# %% ../nbs/06_training.ipynb #a0529561
+def run_config(run) -> TrainConfig:
+    "The resolved config of the run folder `run` (its `config.yaml`)."
+    rd = Path(run)
+    if not (rd/'config.yaml').is_file(): raise ConfigError(f"{rd} is not a run folder (no config.yaml); pass runs/<name>")
+    return load_config(rd/'config.yaml')
+
+# %% ../nbs/06_training.ipynb #72f09ebd
+def run_weights(run, weights='auto') -> Path:
+    "The weights file of run folder `run`: `model.safetensors` unless `ckpt.pt` is newer (`auto`), or `safetensors`, `ckpt`, `best`."
+    rd = Path(run)
+    files = {'safetensors': rd/'model.safetensors', 'ckpt': rd/'ckpt.pt', 'best': rd/'best.pt'}
+    if weights == 'auto':
+        st, ck = files['safetensors'], files['ckpt']
+        weights = 'safetensors' if st.is_file() and (not ck.is_file() or st.stat().st_mtime >= ck.stat().st_mtime) else 'ckpt'
+    if weights not in files: raise ConfigError(f"weights={weights!r}: use auto, safetensors, ckpt or best")
+    if not files[weights].is_file():
+        raise CheckpointError(f"{rd} has no {files[weights].name} yet; train it first (llmtrain train), wait for its first "
+                              "checkpoint, or pick other weights (auto, safetensors, ckpt, best)")
+    return files[weights]
+
+# %% ../nbs/06_training.ipynb #0bcb2082
+def load_weights(model, path):
+    "Load a `model.safetensors` or checkpoint file into `model`; names missing only because a tied tensor is stored once are fine."
+    path = Path(path)
+    if path.suffix == '.safetensors':
+        from safetensors.torch import load_file
+        sd = load_file(str(path))
+    else: sd = load_checkpoint(path)['model']
+    own = model.state_dict()
+    ptr = {}
+    for k, v in own.items(): ptr.setdefault((v.data_ptr(), tuple(v.shape)), []).append(k)
+    tied = {k: names[0] for names in ptr.values() if len(names) > 1 for k in names[1:]}
+    sd = {**{k: sd[src] for k, src in tied.items() if k not in sd and src in sd}, **sd}
+    try: model.load_state_dict(sd)
+    except RuntimeError as e:
+        raise CheckpointError(f"{path} does not fit the model its run config builds: {str(e)[:600]}") from None
+    return model
+
+# %% ../nbs/06_training.ipynb #f2efb50f
+def load_run(run, device='cpu', weights='auto', images=None):
+    "`(model, tokenizer, cfg)` of run folder `run`, the model in eval mode on `device`; tokenizer None for an image classifier (`images`: its `prepare_images`, if loaded)."
+    rd, cfg = Path(run), run_config(run)
+    path = run_weights(rd, weights)
+    if cfg.model in CNN_MODELS:
+        tok, data = None, images or prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed)
+        model = create_model(cfg, data.n_classes, data.image_shape)
+    else:
+        tok = load_tokenizer(rd/'tokenizer.json')
+        model = create_model(cfg, tok.vocab_size)
+    return load_weights(model, path).to(device).eval(), tok, cfg

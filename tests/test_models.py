@@ -6,9 +6,10 @@ import pytest, torch
 import torch.nn as nn
 import torch.nn.functional as F
 from llmtrain.core import TrainConfig, ConfigError, LLMTrainError, set_seed
+from llmtrain.generation import generate_ids
 from llmtrain.models import (GPT, GPTConfig, GPT_CHOICES, PRESETS, RNN_CELLS, RNNConfig, RNNLM, RNNState, KVCache, SeedCNN,
                              StrongCNN, CausalSelfAttention, SwiGLU, MLP, apply_rope, rope_angles, make_norm, swiglu_hidden,
-                             create_model, generate, num_params, flops_per_token, model_flops, counted_flops,
+                             create_model, num_params, flops_per_token, model_flops, counted_flops,
                              activation_memory, model_summary, param_counts, attention_maps)
 
 COMBOS = [dict(zip(GPT_CHOICES, v)) for v in itertools.product(*GPT_CHOICES.values())]
@@ -133,9 +134,9 @@ def test_greedy_generation_is_the_same_with_and_without_the_cache(kind, opts):
     torch.manual_seed(5)
     m = build(kind, opts).eval()
     prompt = torch.randint(0, V, (3, 4))
-    a, b = (generate(m, prompt, 28, temperature=0, use_cache=u) for u in (True, False))
+    a, b = (generate_ids(m, prompt, 28, temperature=0, use_cache=u) for u in (True, False))
     assert torch.equal(a, b) and a.shape == (3, 32)
-    long = generate(m, prompt, 60, temperature=0.8, top_k=5, generator=torch.Generator().manual_seed(0))
+    long = generate_ids(m, prompt, 60, temperature=0.8, top_k=5, generator=torch.Generator().manual_seed(0))
     assert long.shape == (3, 64) and long.max() < V            # past block_size: the window slides (GPT) or the state runs on
 
 def test_recurrent_state_is_the_kv_cache_of_an_rnn():

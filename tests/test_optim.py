@@ -5,7 +5,8 @@ from hypothesis import given, settings, strategies as st
 from llmtrain.core import ConfigError, TrainConfig
 from llmtrain.data import load_corpus, encode_corpus, RandomWindows
 from llmtrain.models import GPT, GPTConfig
-from llmtrain.training import param_groups, lr_at
+from llmtrain.optim import param_groups
+from llmtrain.training import lr_at
 from llmtrain.optim import (GD, Momentum, Adam, AdamW, SCHEDULES, schedule_lr, OPTIMIZERS, create_optimizer, lr_find,
                             plot_lr_find)
 

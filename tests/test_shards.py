@@ -6,7 +6,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 from llmtrain.core import LLMTrainError, ConfigError, DataError, CorpusNotFoundError
 from llmtrain.data import RandomWindows, SequentialWindows, sha256_file, load_corpus
 from llmtrain.preprocessing import BPETokenizer, CharTokenizer, load_tokenizer
-from llmtrain.shards import (prepare_shards, load_shards, is_shard_dir, read_shard_meta, iter_pieces, split_pieces, safe_cut,
+from llmtrain.data import load_shards, is_shard_dir, read_shard_meta
+from llmtrain.shards import (prepare_shards, iter_pieces, split_pieces, safe_cut,
                              SHARD_VERSION)
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,6 +4,8 @@
 # stops, before any test runs, with one message that names the packages and the command to run.
 set -uo pipefail
 PKGS=(chromium chromium-driver dataset-fashion-mnist)
+# another Chromium-based browser named by LLMTRAIN_CHROMIUM (the tests use it) stands in for Debian's chromium
+if [ -n "${LLMTRAIN_CHROMIUM:-}" ] && [ -x "${LLMTRAIN_CHROMIUM}" ]; then PKGS=(dataset-fashion-mnist); fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

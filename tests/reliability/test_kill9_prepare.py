@@ -6,6 +6,7 @@ import pytest
 from relutil import env, ROOT
 
 import llmtrain.shards as shards
+import llmtrain.data as data
 pytestmark = pytest.mark.xdist_group('kill9-prepare')
 
 def command(corpus, out):
@@ -54,8 +55,8 @@ def test_kill9_during_prepare_leaves_nothing_complete_and_rerun_finishes(corpus,
         kids |= set(children(p.pid))
         os.kill(p.pid, signal.SIGKILL); p.wait()
         assert p.returncode == -signal.SIGKILL
-        assert not out.exists() and not shards.is_shard_dir(out)           # nothing that looks complete
-        with pytest.raises(Exception) as e: shards.load_shards(out)
+        assert not out.exists() and not data.is_shard_dir(out)           # nothing that looks complete
+        with pytest.raises(Exception) as e: data.load_shards(out)
         assert 'llmtrain prepare' in str(e.value)                           # the error says how to make it
         t1 = time.time()
         while any(alive(k) for k in kids) and time.time() - t1 < 10: time.sleep(0.05)
@@ -68,5 +69,5 @@ def test_kill9_during_prepare_leaves_nothing_complete_and_rerun_finishes(corpus,
     for f in ('train.bin', 'val.bin', 'tokenizer.json'): assert (out/f).read_bytes() == (ref/f).read_bytes(), f
     a, b = (json.loads((d/'meta.json').read_text()) for d in (ref, out))
     for k in ('tokens', 'bytes', 'sha256', 'dtype', 'tokenizer'): assert a[k] == b[k], k
-    d = shards.load_shards(out, verify=True)
+    d = data.load_shards(out, verify=True)
     assert len(d.train) + len(d.val) == sum(a['tokens'].values())

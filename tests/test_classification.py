@@ -1,13 +1,13 @@
-"""llmtrain.applications: speaker labels parsed from play text, leak-free block splits, text classifiers, the image pipeline."""
+"""llmtrain.classification: speaker labels parsed from play text, leak-free block splits, text classifiers, the image pipeline."""
 import numpy as np
 import pytest, torch
 import torch.nn as nn
 import torch.nn.functional as F
 from llmtrain.core import ConfigError, DataError
 from llmtrain.preprocessing import train_tokenizer
-from llmtrain.applications import (parse_speeches, block_split, speaker_dataset, TextClassifier, encode_texts, tfidf_baseline,
-                                   fit_classifier, seconds_per_epoch, predict, classification_scores, load_image_data,
-                                   misclassified, FASHION_CLASSES)
+from llmtrain.classification import (parse_speeches, block_split, speaker_dataset, TextClassifier, encode_texts, tfidf_baseline,
+                                   fit_classifier, seconds_per_epoch, predict, classification_scores, misclassified)
+from llmtrain.data import prepare_images, IMAGE_CLASSES
 
 PLAY = """First Citizen:
 Before we proceed any further, hear me speak.
@@ -143,26 +143,26 @@ def test_fit_classifier_epochs_and_timing():
     with pytest.raises(DataError, match='batch_size'): fit_classifier(Lin(), (x[:5], y[:5]), batch_size=32)
     with pytest.raises(ConfigError, match='epochs=0'): fit_classifier(Lin(), (x, y), epochs=0)
 
-def test_load_image_data_digits_and_errors():
-    d = load_image_data('digits')
-    (xtr, ytr), (xte, yte) = d['train'], d['test']
+def test_prepare_images_digits_and_errors():
+    d = prepare_images('digits')
+    (xtr, ytr), (xte, yte) = d.train, d.test
     assert xtr.shape[1:] == (1, 8, 8) and len(xtr) + len(xte) == 1797 and abs(len(xte) - 360) <= 1
     assert 0 <= float(xtr.min()) and float(xtr.max()) <= 1 and ytr.dtype == torch.int64
-    s = load_image_data('digits', train_subset=100, test_subset=50)
-    assert len(s['train'][0]) == 100 and len(s['test'][0]) == 50
-    with pytest.raises(ConfigError, match="'cifar'"): load_image_data('cifar')
+    s = prepare_images('digits', train_subset=100, test_subset=50)
+    assert len(s.train[0]) == 100 and len(s.test[0]) == 50
+    with pytest.raises(ConfigError, match="'cifar'"): prepare_images('cifar')
 
 def test_load_fashion_mnist_real_files():
-    d = load_image_data('fashion-mnist', train_subset=500)
-    assert d['train'][0].shape == (500, 1, 28, 28) and d['test'][0].shape == (10000, 1, 28, 28)
-    assert d['class_names'] == FASHION_CLASSES and torch.bincount(d['test'][1]).tolist() == [1000] * 10
+    d = prepare_images('fashion-mnist', train_subset=500)
+    assert d.train[0].shape == (500, 1, 28, 28) and d.test[0].shape == (10000, 1, 28, 28)
+    assert d.class_names == IMAGE_CLASSES['fashion-mnist'] and torch.bincount(d.test[1]).tolist() == [1000] * 10
 
 def test_cnn_on_digits_learns():
     from llmtrain.models import StrongCNN
-    d = load_image_data('digits')
+    d = prepare_images('digits')
     torch.manual_seed(0)
-    t = fit_classifier(StrongCNN(image_size=8), d['train'], d['test'], epochs=3, batch_size=32, lr=1e-3, precision='fp32')
-    assert classification_scores(d['test'][1], predict(t.raw_model, d['test'][0]), 10)['accuracy'] > 0.9
+    t = fit_classifier(StrongCNN(image_size=8), d.train, d.test, epochs=3, batch_size=32, lr=1e-3, precision='fp32')
+    assert classification_scores(d.test[1], predict(t.raw_model, d.test[0]), 10)['accuracy'] > 0.9
 
 def test_misclassified():
     assert misclassified(torch.tensor([1, 2, 3, 4]), torch.tensor([1, 0, 3, 0])).tolist() == [1, 3]

@@ -10,15 +10,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import TrainConfig, ConfigError, DataError, set_seed
-from .data import ResidentBatches, to_device, IMAGE_DATASETS, load_images
+from .data import ResidentBatches, to_device, IMAGE_DATASETS, IMAGE_CLASSES, prepare_images, fixed_batches
 from .evaluation import ConfusionMatrix
-from .training import Trainer, fixed_batches
+from .training import Trainer
 from .resources import resolve_device
 
 # %% auto #0
-__all__ = ['SPEAKER_RE', 'FASHION_CLASSES', 'fit_classifier', 'seconds_per_epoch', 'predict', 'classification_scores',
-           'parse_speeches', 'block_split', 'speaker_dataset', 'tfidf_baseline', 'TextClassifier', 'encode_texts',
-           'load_image_data', 'misclassified', 'plot_misclassified']
+__all__ = ['SPEAKER_RE', 'fit_classifier', 'seconds_per_epoch', 'predict', 'classification_scores', 'parse_speeches',
+           'block_split', 'speaker_dataset', 'tfidf_baseline', 'TextClassifier', 'encode_texts', 'misclassified',
+           'plot_misclassified']
 
 # %% ../nbs/09b_classification.ipynb #c801d9a2
 def fit_classifier(model, train, val=None, epochs=5, batch_size=32, lr=1e-3, optimizer='adam', schedule='constant',
@@ -162,22 +162,6 @@ def encode_texts(texts, tokenizer, max_len=128, lowercase=True) -> torch.Tensor:
         ids = tokenizer.encode(t.lower() if lowercase else t)[:max_len] or [tokenizer.special_tokens.get(tokenizer.unk, pad)]
         out[i, :len(ids)] = torch.tensor(ids)
     return out
-
-# %% ../nbs/09b_classification.ipynb #73cffa98
-FASHION_CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
-
-def load_image_data(name='fashion-mnist', train_subset=None, test_subset=None, seed=0) -> dict:
-    "Train and test `(x, y)` image tensors (`(N, C, H, W)` float in [0, 1], int64 labels) and class names of `name`: " \
-    "'fashion-mnist' | 'digits' | 'mnist'; `train_subset`, `test_subset` keep the first of a seeded shuffle of each split."
-    kw = dict(seed=seed) if name == 'digits' else {}                  # digits: a seeded train/test split
-    train, test = load_images(name, 'train', **kw), load_images(name, 'test', **kw)
-    classes = FASHION_CLASSES if name == 'fashion-mnist' else tuple(str(i) for i in range(10))
-    def subset(xy, n):
-        if n is None or n >= len(xy[0]): return xy
-        keep = torch.randperm(len(xy[0]), generator=torch.Generator().manual_seed(seed))[:n]
-        return xy[0][keep], xy[1][keep]
-    train, test = subset(train, train_subset), subset(test, test_subset)
-    return dict(train=train, test=test, class_names=classes)
 
 # %% ../nbs/09b_classification.ipynb #b60a80ff
 def misclassified(preds, y, n=None, seed=0) -> torch.Tensor:

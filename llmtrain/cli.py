@@ -11,7 +11,8 @@ from fastcore.script import Param, anno_parser, store_true
 from .core import LLMTrainError, ConfigError, load_config, TrainConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'run_config', 'load_run_model', 'generate_cmd', 'eval_cmd', 'main']
+__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'run_config', 'load_run_model', 'generate_cmd', 'eval_cmd', 'export_cmd',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #37a25568
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
@@ -71,13 +72,17 @@ def load_run_model(run, device='cpu', images=None):
     if cfg.model in CNN_MODELS:
         tok, data = None, images or prepare_images(cfg)
         model = create_model(cfg, data.n_classes, data.image_shape)
+    elif cfg.init_from:                              # chapter 2b: the pretrained model's shape, this run's weights
+        from llmtrain.pretrained import load_pretrained
+        model, tok = load_pretrained(cfg.init_from, dtype='float32')[0], load_tokenizer(rd/'tokenizer.json')
     else:
         tok = load_tokenizer(rd/'tokenizer.json')
         model = create_model(cfg, tok.vocab_size)
     model.load_state_dict(load_checkpoint(rd/'ckpt.pt')['model'])
     return model.to(device).eval(), tok
 
-def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
+def generate_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None,
+                 model: Param("a Hugging Face folder or hub id to sample from instead of a run", str) = None,
                  prompt: Param("text to continue", str) = '\n',
                  n: Param("maximum number of new tokens", int) = 300,
                  temperature: Param("sampling temperature (0: greedy)", float) = 0.8,
@@ -91,9 +96,13 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = No
     "Sample text from a trained run (printed whole, or streamed with --stream)."
     from llmtrain.resources import resolve_device
     from llmtrain.generation import generate_stream
-    if run is None: raise ConfigError("Pass the run to sample from: llmtrain generate --run runs/<name>")
+    if (run is None) == (model is None): raise ConfigError("Pass the run to sample from: llmtrain generate --run runs/<name> (or --model DIR)")
     dev = resolve_device(device)
-    model, tok = load_run_model(run, dev)
+    if model is not None:                            # chapter 2b: a Hugging Face folder or hub id
+        from llmtrain.pretrained import load_pretrained
+        model, tok = load_pretrained(model, device=dev)
+        if tok is None: raise ConfigError("This model folder has no tokenizer.json: generate needs one to encode the prompt")
+    else: model, tok = load_run_model(run, dev)
     if tok is None: raise ConfigError(f"{run} is an image classifier: it does not generate text (use llmtrain eval --run {run})")
     stops = tuple(s.encode('utf-8').decode('unicode_escape') for s in stop or ())
     pieces = generate_stream(model, tok, prompt, n, temperature, top_k, top_p, stops, seed, dev, not no_cache)
@@ -108,7 +117,10 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = No
 
 
 # %% ../nbs/10_cli.ipynb #51674119
-def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
+def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None,
+             model: Param("a Hugging Face folder or hub id to evaluate instead of a run", str) = None,
+             corpus: Param("with --model: the corpus to score (default pydoc)", str) = 'pydoc',
+             block_size: Param("with --model: window length (default: the model's context, at most 256)", int) = None,
              batches: Param("number of evaluation batches (language models)", int) = 200,
              split: Param("val or train (language models); image classifiers are scored on their test split", str) = 'val',
              device: Param("device", str) = 'auto'):
@@ -120,28 +132,49 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
     from llmtrain.evaluation import evaluate, token_byte_lengths
     from llmtrain.training import prepare_images, fixed_batches
     from llmtrain.models import CNN_MODELS
-    if run is None: raise ConfigError("Pass the run to evaluate: llmtrain eval --run runs/<name>")
+    model_src = model
+    if (run is None) == (model is None): raise ConfigError("Pass the run to evaluate: llmtrain eval --run runs/<name> (or --model DIR)")
     if split not in ('val', 'train'): raise ConfigError(f"split={split!r}: use val or train")
     dev = resolve_device(device)
-    cfg = run_config(run)
-    images = prepare_images(cfg) if cfg.model in CNN_MODELS else None   # loaded once, for the model and the scores
-    model, tok = load_run_model(run, dev, images)
+    if model is not None:                            # chapter 2b: a Hugging Face folder or hub id, scored on `corpus`
+        from llmtrain.pretrained import load_pretrained
+        model, tok = load_pretrained(model, dtype='float32', device=dev)
+        if tok is None: raise ConfigError("This model folder has no tokenizer.json: eval needs one to encode the corpus")
+        cfg, images = TrainConfig(corpus=corpus, block_size=block_size or min(model.config.block_size, 256)), None
+    else:
+        cfg = run_config(run)
+        images = prepare_images(cfg) if cfg.model in CNN_MODELS else None   # loaded once, for the model and the scores
+        model, tok = load_run_model(run, dev, images)
     if tok is None:                                   # an image classifier: its test split, whole
         b, task, kw, split = fixed_batches(*images.test, 1000, dev), 'classification', dict(zero_division=0), 'test'
     else:
         data = encode_corpus(load_corpus(cfg.corpus), tokenizer=tok, val_fraction=cfg.val_fraction)
         b = eval_windows(getattr(data, split), cfg.block_size, cfg.batch_size, batches, seed=cfg.seed + 1, device=dev)
         task, kw = 'lm', dict(token_bytes=token_byte_lengths(tok))
-    res = dict(run=str(run), split=split, batches=len(b)) if tok is not None else dict(run=str(run), split=split)
+    res = dict(run=str(run or model_src), split=split, batches=len(b)) if tok is not None else dict(run=str(run), split=split)
     res |= evaluate(model, b, task, precision='fp32', **kw)
     for k, v in res.items():
         if not isinstance(v, list): print(f"{k:>17}: {v:.4f}" if isinstance(v, float) else f"{k:>17}: {v}")
-    with atomic_write(Path(run)/'eval.json') as f: f.write_text(json.dumps(res, indent=1))
+    if run is not None:
+        with atomic_write(Path(run)/'eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res
+
+# %% ../nbs/10_cli.ipynb #ebce0d6b
+def export_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
+               to: Param("the Hugging Face folder to write (required)", str) = None):
+    "Export a trained run as a Hugging Face folder (config.json, model.safetensors, tokenizer files) for transformers."
+    from llmtrain.pretrained import save_pretrained
+    if run is None or to is None: raise ConfigError("Pass the run and the folder to write: llmtrain export --run runs/<name> --to DIR")
+    model, tok = load_run_model(run, 'cpu')
+    if tok is None: raise ConfigError(f"{run} is an image classifier: export writes language models (model=gpt)")
+    out = save_pretrained(model, tok, to)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return out
 
 # %% ../nbs/10_cli.ipynb #16aa2abf
 from .analysis import sweep_cmd
-COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd}
+COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd,
+            'export': export_cmd}
 
 def main(argv=None):
     "Entry point of the `llmtrain` console script."

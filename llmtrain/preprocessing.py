@@ -15,7 +15,7 @@ __all__ = ['SKIP_TAGS', 'NORMAL_FORMS', 'ENGLISH_STOP_WORDS', 'CHINESE_STOP_WORD
            'CLEAN_STEPS', 'LM_STEPS', 'CLASSIC_STEPS', 'DEFAULT_VOCAB_SIZE', 'WORD_PATTERN', 'TOKENIZERS', 'strip_html',
            'normalize_unicode', 'remove_punctuation', 'segment_zh', 'remove_stopwords', 'fold_whitespace', 'lowercase',
            'Cleaner', 'clean', 'VocabSizeWarning', 'Tokenizer', 'CharTokenizer', 'WordTokenizer', 'BPETokenizer',
-           'train_tokenizer', 'save_tokenizer', 'load_tokenizer', 'HFTokenizer', 'hf_tokenizer', 'hf_tokenizer_files',
+           'HFTokenizer', 'hf_tokenizer', 'hf_tokenizer_files', 'train_tokenizer', 'save_tokenizer', 'load_tokenizer',
            'tokenizer_stats']
 
 # %% ../nbs/01a_preprocessing.ipynb #4940e217
@@ -611,48 +611,6 @@ class BPETokenizer(Tokenizer):
         from tokenizers import Tokenizer as HFTokenizer
         return cls(HFTokenizer.from_str(json.dumps(d['tokenizers'])))
 
-# %% ../nbs/01a_preprocessing.ipynb #bf1b265b
-TOKENIZERS = dict(char=CharTokenizer, word=WordTokenizer, bpe=BPETokenizer)
-
-def train_tokenizer(kind: str, text: str, vocab_size=None, **kw) -> Tokenizer:
-    "Train a `kind` ('char', 'word', 'bpe') tokenizer on `text`; `vocab_size` counts special tokens; `kw` go to its `train`."
-    if kind not in TOKENIZERS:
-        close = difflib.get_close_matches(str(kind), TOKENIZERS, n=1)
-        raise ConfigError(f"Unknown tokenizer kind {kind!r}." + (f" Did you mean {close[0]!r}?" if close else '') +
-                          f" The kinds are {', '.join(TOKENIZERS)}")
-    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1):
-        raise ConfigError(f"vocab_size={vocab_size!r} must be a positive integer, or None for the {kind} default")
-    cls = TOKENIZERS[kind]
-    opts = [p for p in inspect.signature(cls.train).parameters if p not in ('text', 'vocab_size')]
-    if bad := [k for k in kw if k not in opts]:
-        raise ConfigError(f"The {kind} tokenizer has no option {bad[0]!r}; its options are {opts}")
-    return cls.train(text, vocab_size=vocab_size, **kw)
-
-def save_tokenizer(tok, path):
-    "Write `tok` to `path` as JSON (atomically); `load_tokenizer` reads it back."
-    if not hasattr(tok, 'to_dict'):
-        raise DataError(f"Cannot save a {type(tok).__name__}: save_tokenizer takes llmtrain tokenizers (see train_tokenizer)")
-    with atomic_write(path) as t: t.write_text(json.dumps(tok.to_dict(), ensure_ascii=False), encoding='utf-8')
-
-def load_tokenizer(path) -> Tokenizer:
-    "Load a tokenizer written by `save_tokenizer` (a file, or a run folder holding tokenizer.json); Hugging Face tokenizer.json files too."
-    path = Path(path)
-    if path.is_dir(): path = path/'tokenizer.json'
-    if not path.is_file(): raise DataError(f"No tokenizer file at {path}: is this a run folder made by llmtrain?")
-    try: d = json.loads(path.read_text(encoding='utf-8'))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path} is not a tokenizer file (not valid JSON: {e}); write it again with save_tokenizer") from None
-    if isinstance(d, dict) and 'kind' not in d and 'model' in d: return HFTokenizer.from_folder(path)   # Hugging Face's format
-    kind = d.get('kind') if isinstance(d, dict) else None
-    classes = dict(TOKENIZERS, hf=HFTokenizer)
-    if kind not in classes:
-        raise DataError(f"{path}: unknown tokenizer kind {kind!r}; llmtrain writes one of {', '.join(classes)}")
-    try: return classes[kind].from_dict(d)
-    except LLMTrainError: raise
-    except Exception as e:
-        raise DataError(f"{path}: a {kind} tokenizer file with missing or broken fields ({type(e).__name__}: {e}); "
-                        "write it again with save_tokenizer") from None
-
 # %% ../nbs/01a_preprocessing.ipynb #3f1c0be9
 def _token_text(t):
     "A special token of tokenizer_config.json: a string, or a dict with its `content`."
@@ -737,6 +695,48 @@ def hf_tokenizer_files(tok, model_max_length=None) -> dict:
     cfg = {k: v for k, v in cfg.items() if v is not None}
     out = HFTokenizer(hf, bos, eos, pad, unk, cfg)
     return dict(tokenizer=out, texts={'tokenizer.json': hf.to_str(), 'tokenizer_config.json': json.dumps(cfg, indent=2, ensure_ascii=False)})
+
+# %% ../nbs/01a_preprocessing.ipynb #bf1b265b
+TOKENIZERS = dict(char=CharTokenizer, word=WordTokenizer, bpe=BPETokenizer)
+
+def train_tokenizer(kind: str, text: str, vocab_size=None, **kw) -> Tokenizer:
+    "Train a `kind` ('char', 'word', 'bpe') tokenizer on `text`; `vocab_size` counts special tokens; `kw` go to its `train`."
+    if kind not in TOKENIZERS:
+        close = difflib.get_close_matches(str(kind), TOKENIZERS, n=1)
+        raise ConfigError(f"Unknown tokenizer kind {kind!r}." + (f" Did you mean {close[0]!r}?" if close else '') +
+                          f" The kinds are {', '.join(TOKENIZERS)}")
+    if vocab_size is not None and (isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1):
+        raise ConfigError(f"vocab_size={vocab_size!r} must be a positive integer, or None for the {kind} default")
+    cls = TOKENIZERS[kind]
+    opts = [p for p in inspect.signature(cls.train).parameters if p not in ('text', 'vocab_size')]
+    if bad := [k for k in kw if k not in opts]:
+        raise ConfigError(f"The {kind} tokenizer has no option {bad[0]!r}; its options are {opts}")
+    return cls.train(text, vocab_size=vocab_size, **kw)
+
+def save_tokenizer(tok, path):
+    "Write `tok` to `path` as JSON (atomically); `load_tokenizer` reads it back."
+    if not hasattr(tok, 'to_dict'):
+        raise DataError(f"Cannot save a {type(tok).__name__}: save_tokenizer takes llmtrain tokenizers (see train_tokenizer)")
+    with atomic_write(path) as t: t.write_text(json.dumps(tok.to_dict(), ensure_ascii=False), encoding='utf-8')
+
+def load_tokenizer(path) -> Tokenizer:
+    "Load a tokenizer written by `save_tokenizer` (a file, or a run folder holding tokenizer.json); Hugging Face tokenizer.json files too."
+    path = Path(path)
+    if path.is_dir(): path = path/'tokenizer.json'
+    if not path.is_file(): raise DataError(f"No tokenizer file at {path}: is this a run folder made by llmtrain?")
+    try: d = json.loads(path.read_text(encoding='utf-8'))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path} is not a tokenizer file (not valid JSON: {e}); write it again with save_tokenizer") from None
+    if isinstance(d, dict) and 'kind' not in d and 'model' in d: return HFTokenizer.from_folder(path)   # Hugging Face's format
+    kind = d.get('kind') if isinstance(d, dict) else None
+    classes = dict(TOKENIZERS, hf=HFTokenizer)
+    if kind not in classes:
+        raise DataError(f"{path}: unknown tokenizer kind {kind!r}; llmtrain writes one of {', '.join(classes)}")
+    try: return classes[kind].from_dict(d)
+    except LLMTrainError: raise
+    except Exception as e:
+        raise DataError(f"{path}: a {kind} tokenizer file with missing or broken fields ({type(e).__name__}: {e}); "
+                        "write it again with save_tokenizer") from None
 
 # %% ../nbs/01a_preprocessing.ipynb #c2f3f5a7
 def tokenizer_stats(tok: Tokenizer, text: str, repeat=3) -> dict:

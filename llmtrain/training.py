@@ -617,8 +617,12 @@ def fixed_batches(x, y, batch_size, device='cpu') -> list:
 def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
     "A `Trainer` for a language model on `cfg.corpus`: random windows (or shuffled epochs, `cfg.sampler`) for training, fixed ones for evaluation."
     rank, _, world = dist_env()
-    data = prepare_data(cfg)
-    model = create_model(cfg, data.tokenizer.vocab_size)
+    if cfg.init_from:                                   # chapter 2b: a published model, trained on with its own tokenizer
+        from llmtrain.pretrained import init_from_pretrained
+        model, data = init_from_pretrained(cfg)
+    else:
+        data = prepare_data(cfg)
+        model = create_model(cfg, data.tokenizer.vocab_size)
     Sampler = SequentialWindows if cfg.sampler == 'sequential' else RandomWindows
     train_b = Sampler(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
     # evaluation batches of the global batch size, shared out whole among the processes: the same score on any world size

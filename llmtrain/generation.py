@@ -141,7 +141,7 @@ def _held_back(text: str, stops) -> int:
     return n
 
 def _encode_prompt(tokenizer, prompt, device):
-    ids = tokenizer.encode(prompt) if prompt else []
+    ids = getattr(tokenizer, 'encode_prompt', tokenizer.encode)(prompt) if prompt else []   # a Hugging Face tokenizer adds its bos
     if not ids:
         raise ConfigError(f"the prompt {prompt!r} encodes to no tokens; give at least one character the tokenizer knows, e.g. '\\n'")
     return torch.tensor([ids], dtype=torch.long, device=device)

@@ -654,6 +654,9 @@ class HFTokenizer(BPETokenizer):
             _check_unicode(text)
             raise
     def encode_array(self, text: str, dtype=np.int64) -> np.ndarray: return np.asarray(self.encode(text), dtype=dtype)
+    def encode_prompt(self, text: str) -> list[int]:
+        "The ids of a prompt to generate from: with the tokenizer's template (Llama's leading `<s>`), as `transformers` encodes it."
+        return self.encode(text, add_special_tokens=True)
     def to_dict(self) -> dict:
         return dict(kind='hf', tokenizers=json.loads(self.hf.to_str()), bos=self.bos, eos=self.eos, pad=self.pad, unk=self.unk, config=self.config)
     @classmethod

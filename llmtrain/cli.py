@@ -11,7 +11,7 @@ from fastcore.script import Param, anno_parser, store_true
 from .core import LLMTrainError, ConfigError, load_config, TrainConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'generate_cmd', 'eval_cmd', 'main']
+__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'load_model', 'generate_cmd', 'eval_cmd', 'export_cmd', 'main']
 
 # %% ../nbs/10_cli.ipynb #37a25568
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
@@ -56,7 +56,19 @@ def prepare_cmd(corpus: Param("a registered corpus name, or a text file, folder 
     return out
 
 # %% ../nbs/10_cli.ipynb #6f77c5a6
-def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
+def load_model(run=None, model=None, device='cpu'):
+    "`(model, tokenizer, cfg)` of a run folder (`--run`, via `load_run`) or of a Hugging Face folder or hub id (`--model`, via `load_pretrained`; cfg None)."
+    from llmtrain.training import load_run
+    if (run is None) == (model is None): raise ConfigError("Pass either --run runs/<name> or --model DIR (a Hugging Face folder or hub id)")
+    if run is not None: return load_run(run, device)
+    from llmtrain.pretrained import load_pretrained                 # chapter 2b
+    m, tok = load_pretrained(model, dtype='float32', device=device)
+    if tok is None: raise ConfigError(f"{model} has no tokenizer.json: text needs the model's own tokenizer")
+    return m, tok, None
+
+# %% ../nbs/10_cli.ipynb #071c4912
+def generate_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None,
+                 model: Param("a Hugging Face folder or hub id to sample from instead of a run", str) = None,
                  prompt: Param("text to continue", str) = '\n',
                  n: Param("maximum number of new tokens", int) = 300,
                  temperature: Param("sampling temperature (0: greedy)", float) = 0.8,
@@ -67,16 +79,14 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = No
                  device: Param("device", str) = 'auto',
                  stream: Param("print tokens as they are generated", store_true) = False,
                  no_cache: Param("recompute the whole context for every token (no KV cache)", store_true) = False):
-    "Sample text from a trained run (printed whole, or streamed with --stream)."
+    "Sample text from a trained run or a Hugging Face model (printed whole, or streamed with --stream)."
     from llmtrain.resources import resolve_device
     from llmtrain.generation import generate_stream
-    from llmtrain.training import load_run
-    if run is None: raise ConfigError("Pass the run to sample from: llmtrain generate --run runs/<name>")
     dev = resolve_device(device)
-    model, tok, _ = load_run(run, dev)
+    m, tok, _ = load_model(run, model, dev)
     if tok is None: raise ConfigError(f"{run} is an image classifier: it does not generate text (use llmtrain eval --run {run})")
     stops = tuple(s.encode('utf-8').decode('unicode_escape') for s in stop or ())
-    pieces = generate_stream(model, tok, prompt, n, temperature, top_k, top_p, stops, seed, dev, not no_cache)
+    pieces = generate_stream(m, tok, prompt, n, temperature, top_k, top_p, stops, seed, dev, not no_cache)
     print(prompt, end='', flush=True)
     out = [prompt]
     for piece in pieces:
@@ -86,13 +96,15 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = No
     print()
     return ''.join(out)
 
-
 # %% ../nbs/10_cli.ipynb #51674119
-def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
+def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None,
+             model: Param("a Hugging Face folder or hub id to evaluate instead of a run", str) = None,
+             corpus: Param("with --model: the corpus to score (default pydoc)", str) = 'pydoc',
+             block_size: Param("with --model: window length (default: the model's context, at most 256)", int) = None,
              batches: Param("number of evaluation batches (language models)", int) = 200,
              split: Param("val or train (language models); image classifiers are scored on their test split", str) = 'val',
              device: Param("device", str) = 'auto'):
-    "Evaluate a trained run: loss, perplexity, bits per character/byte, next-token accuracy; accuracy and F1 for images."
+    "Evaluate a trained run or a Hugging Face model: loss, perplexity, bits per character/byte, next-token accuracy; accuracy and F1 for images."
     import json
     from llmtrain.core import atomic_write
     from llmtrain.resources import resolve_device
@@ -100,28 +112,43 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
     from llmtrain.data import prepare_data, prepare_images, fixed_batches, eval_windows
     from llmtrain.training import run_config, load_run
     from llmtrain.models import CNN_MODELS
-    if run is None: raise ConfigError("Pass the run to evaluate: llmtrain eval --run runs/<name>")
     if split not in ('val', 'train'): raise ConfigError(f"split={split!r}: use val or train")
     dev = resolve_device(device)
-    cfg = run_config(run)
-    images = prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed) if cfg.model in CNN_MODELS else None   # loaded once
-    model, tok, _ = load_run(run, dev, images=images)
+    cfg = run_config(run) if run is not None else None
+    images = prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed) if cfg and cfg.model in CNN_MODELS else None  # loaded once
+    m, tok, _ = load_model(run, model, dev) if images is None else load_run(run, dev, images=images)
+    if cfg is None: cfg = TrainConfig(corpus=corpus, block_size=block_size or min(m.config.block_size, 256))
     if tok is None:                                   # an image classifier: its test split, whole
         b, task, kw, split = fixed_batches(*images.test, 1000, dev), 'classification', dict(zero_division=0), 'test'
     else:
-        data = prepare_data(cfg, tok)                 # the run's tokenizer; a shard folder as it is
+        data = prepare_data(cfg, tok)                 # the model's own tokenizer; a shard folder as it is
         b = eval_windows(getattr(data, split), cfg.block_size, cfg.batch_size, batches, seed=cfg.seed + 1, device=dev)
         task, kw = 'lm', dict(token_bytes=token_byte_lengths(tok))
-    res = dict(run=str(run), split=split, batches=len(b)) if tok is not None else dict(run=str(run), split=split)
-    res |= evaluate(model, b, task, precision='fp32', **kw)
+    res = dict(run=str(run or model), split=split) | (dict(batches=len(b)) if tok is not None else {})
+    res |= evaluate(m, b, task, precision='fp32', **kw)
     for k, v in res.items():
         if not isinstance(v, list): print(f"{k:>17}: {v:.4f}" if isinstance(v, float) else f"{k:>17}: {v}")
-    with atomic_write(Path(run)/'eval.json') as f: f.write_text(json.dumps(res, indent=1))
+    if run is not None:
+        with atomic_write(Path(run)/'eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res
+
+# %% ../nbs/10_cli.ipynb #ebce0d6b
+def export_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
+               to: Param("the Hugging Face folder to write (required)", str) = None):
+    "Export a trained run as a Hugging Face folder (config.json, model.safetensors, tokenizer files) for transformers."
+    from llmtrain.pretrained import save_pretrained
+    from llmtrain.training import load_run
+    if run is None or to is None: raise ConfigError("Pass the run and the folder to write: llmtrain export --run runs/<name> --to DIR")
+    model, tok, _ = load_run(run, 'cpu')
+    if tok is None: raise ConfigError(f"{run} is an image classifier: export writes language models (model=gpt)")
+    out = save_pretrained(model, tok, to)
+    print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
+    return out
 
 # %% ../nbs/10_cli.ipynb #16aa2abf
 from .analysis import sweep_cmd
-COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd}
+COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd,
+            'export': export_cmd}
 
 def main(argv=None):
     "Entry point of the `llmtrain` console script."

@@ -111,6 +111,12 @@ class TrainConfig:
     pos_emb: str = 'learned'                   # GPT positions: learned | rope
     norm: str = 'layernorm'                    # GPT normalisation: layernorm | rmsnorm
     mlp: str = 'gelu'                          # GPT feed-forward: gelu | swiglu
+    # pretrained models and their GPT switches (chapter 2b)
+    init_from: typing.Optional[str] = None     # start from a Hugging Face folder or hub id: its weights, shape and tokenizer
+    n_kv_head: typing.Optional[int] = None     # GPT key/value heads, grouped-query attention (None: n_head)
+    attn_bias: typing.Optional[bool] = None    # GPT biases on the attention projections (None: bias)
+    qkv_bias: typing.Optional[bool] = None     # GPT biases on q/k/v only, as Qwen2 (None: attn_bias)
+    rope_base: float = 10000.0                 # RoPE's base wavelength (Hugging Face's rope_theta)
     # optimizer and schedule
     optimizer: str = 'adamw'                   # adamw | adam | sgd | gd | momentum | nesterov | adam-scratch | adamw-scratch
     lr: float = 1e-3
@@ -170,11 +176,14 @@ def validate_config(cfg):
     for f in fields(cfg):                                 # inf passes every range check above: lr=inf, grad_clip=nan
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{f.name}={v} must be a finite number")
-    for k in ('lr_decay_iters', 'vocab_size'):
+    for k in ('lr_decay_iters', 'vocab_size', 'n_kv_head'):
         v = getattr(cfg, k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ConfigError(f"{k}={v!r} must be a positive integer (or None for the default)")
     if cfg.model == 'gpt' and cfg.n_embd % cfg.n_head: raise ConfigError(f"n_embd={cfg.n_embd} must be divisible by n_head={cfg.n_head}")
+    if cfg.n_kv_head is not None and cfg.n_head % cfg.n_kv_head:
+        raise ConfigError(f"n_kv_head={cfg.n_kv_head} must divide n_head={cfg.n_head} (each key/value head serves a group of query heads)")
+    if not cfg.rope_base > 0: raise ConfigError(f"rope_base={cfg.rope_base} must be > 0")
 
 # %% ../nbs/00_core.ipynb #53f9fe24
 def _field_types():

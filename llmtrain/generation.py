@@ -80,23 +80,29 @@ def next_logits_fn(model, use_cache=True):
 # %% ../nbs/09a_generation.ipynb #063c3793
 @torch.no_grad()
 def token_stream(model, idx, max_new_tokens=256, temperature=1.0, top_k=None, top_p=None, generator=None,
-                 use_cache=True) -> typing.Iterator[torch.Tensor]:
-    "Yield each new token `(B, 1)` after the context `idx` `(B, T)`, up to `max_new_tokens`; the model is put in eval mode."
+                 use_cache=True, eos=None) -> typing.Iterator[torch.Tensor]:
+    "Yield each new token `(B, 1)` after the context `idx` `(B, T)`, up to `max_new_tokens` or until every row has produced `eos` (an id or ids; a finished row repeats it); the model is put in eval mode."
     if idx.dim() != 2 or idx.size(1) == 0:
         raise ConfigError(f"the context must be a (batch, time) tensor with at least one token, got shape {tuple(idx.shape)}; "
                           "encode a non-empty prompt (e.g. '\\n')")
     model.eval()
     step = next_logits_fn(model, use_cache)
+    eos = None if eos is None else torch.tensor([eos] if isinstance(eos, int) else list(eos), device=idx.device)
+    done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
     for _ in range(max_new_tokens):
         nxt = sample_token(step(idx), temperature, top_k, top_p, generator)
+        if eos is not None:
+            nxt = torch.where(done, eos[0], nxt)
+            done = done | torch.isin(nxt, eos)
         idx = torch.cat([idx, nxt], dim=1)
         yield nxt
+        if eos is not None and bool(done.all()): return
 
 # %% ../nbs/09a_generation.ipynb #cb9dfe25
 def generate_ids(model, idx, max_new_tokens=256, temperature=1.0, top_k=None, top_p=None, generator=None,
-                 use_cache=True) -> torch.Tensor:
-    "The context `idx` `(B, T)` followed by `max_new_tokens` sampled tokens: `(B, T + max_new_tokens)`."
-    new = list(token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache))
+                 use_cache=True, eos=None) -> torch.Tensor:
+    "The context `idx` `(B, T)` followed by `max_new_tokens` sampled tokens (fewer when every row reached `eos`): `(B, T + new)`."
+    new = list(token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, eos))
     return torch.cat([idx, *new], dim=1)
 
 # %% ../nbs/09a_generation.ipynb #c1b1ce9c
@@ -136,7 +142,7 @@ def _held_back(text: str, stops) -> int:
     return n
 
 def _encode_prompt(tokenizer, prompt, device):
-    ids = tokenizer.encode(prompt) if prompt else []
+    ids = getattr(tokenizer, 'encode_prompt', tokenizer.encode)(prompt) if prompt else []   # a Hugging Face tokenizer adds its bos
     if not ids:
         raise ConfigError(f"the prompt {prompt!r} encodes to no tokens; give at least one character the tokenizer knows, e.g. '\\n'")
     return torch.tensor([ids], dtype=torch.long, device=device)
@@ -151,7 +157,8 @@ def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperatu
     device = torch.device(device)
     model = model.to(device)
     idx = _encode_prompt(tokenizer, prompt, device)
-    eot = tokenizer.special_tokens.get('<|endoftext|>')
+    eot = getattr(tokenizer, 'eos_id', None)             # a Hugging Face tokenizer's eos (chapter 2b), else <|endoftext|>
+    if eot is None: eot = tokenizer.special_tokens.get('<|endoftext|>')
     gen = torch.Generator(device=device).manual_seed(seed)
     ids, sent = [], 0                                   # generated ids; characters of their text already yielded
     for tok in token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache):

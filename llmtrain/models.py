@@ -12,11 +12,12 @@ import torch.nn.functional as F
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'MATMUL_ATTENTION_MAX_T', 'RNN_CELLS', 'CNN_MODELS', 'swiglu_hidden', 'GPTConfig',
-           'matmul_attention', 'uses_matmul_attention', 'attend', 'time_attention', 'CausalSelfAttention',
-           'rope_angles', 'apply_rope', 'make_norm', 'MLP', 'SwiGLU', 'Block', 'GPT', 'KVCache', 'RNNConfig',
-           'RNNState', 'RNNLM', 'num_params', 'flops_per_token', 'model_flops', 'counted_flops', 'activation_memory',
-           'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN', 'create_model', 'attention_maps']
+__all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'MATMUL_ATTENTION_MAX_T', 'ROPE_SCALINGS', 'RNN_CELLS', 'CNN_MODELS',
+           'swiglu_hidden', 'GPTConfig', 'matmul_attention', 'uses_matmul_attention', 'attend', 'time_attention',
+           'CausalSelfAttention', 'rope_frequencies', 'rope_angles', 'apply_rope', 'make_norm', 'MLP', 'SwiGLU',
+           'Block', 'GPT', 'KVCache', 'RNNConfig', 'RNNState', 'RNNLM', 'num_params', 'flops_per_token', 'model_flops',
+           'counted_flops', 'activation_memory', 'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN',
+           'create_model', 'attention_maps']
 
 # %% ../nbs/02_architectures.ipynb #1a99214d
 GPT_CHOICES = dict(pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'))
@@ -43,6 +44,13 @@ class GPTConfig:
     mlp_hidden: typing.Optional[int] = None   # the MLP's hidden width, when not the default of `mlp`
     rope_base: float = 10000.0    # RoPE's base wavelength θ
     norm_eps: float = 1e-5
+    # switches for published checkpoints (chapter 2b): Llama 2/3, Qwen2, Mistral, GPT-2
+    n_kv_head: typing.Optional[int] = None      # key/value heads, grouped-query attention (None: n_head)
+    attn_bias: typing.Optional[bool] = None     # biases on the attention's q/k/v and output projections (None: `bias`)
+    qkv_bias: typing.Optional[bool] = None      # biases on q/k/v only, Qwen2 (None: `attn_bias`)
+    mlp_bias: typing.Optional[bool] = None      # biases in the MLP (None: `bias`)
+    gelu_approx: str = 'none'                   # exact GELU ('none') or its tanh approximation ('tanh': GPT-2's gelu_new)
+    rope_scaling: typing.Optional[dict] = None  # RoPE frequency scaling, see `rope_frequencies` (Llama 3: rope_type='llama3')
 
     def __post_init__(self):
         for k in ('vocab_size', 'block_size', 'n_layer', 'n_head', 'n_embd'):
@@ -58,6 +66,19 @@ class GPTConfig:
         if not 0 <= self.dropout < 1: raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
         if self.mlp_hidden is not None and self.mlp_hidden <= 0:
             raise ConfigError(f"mlp_hidden={self.mlp_hidden} must be a positive integer (or None for the default)")
+        if self.n_kv_head is not None and (not isinstance(self.n_kv_head, int) or self.n_kv_head <= 0 or self.n_head % self.n_kv_head):
+            raise ConfigError(f"n_kv_head={self.n_kv_head!r} must be a positive divisor of n_head={self.n_head} (or None: n_head)")
+        if self.gelu_approx not in ('none', 'tanh'): raise ConfigError(f"gelu_approx={self.gelu_approx!r} is not one of ('none', 'tanh')")
+        if self.rope_scaling is not None: rope_frequencies(2, scaling=self.rope_scaling)   # checks the dict
+
+    @property
+    def kv_heads(self) -> int: return self.n_kv_head or self.n_head
+    @property
+    def has_qkv_bias(self) -> bool: return next(b for b in (self.qkv_bias, self.attn_bias, self.bias) if b is not None)
+    @property
+    def has_proj_bias(self) -> bool: return self.bias if self.attn_bias is None else self.attn_bias
+    @property
+    def has_mlp_bias(self) -> bool: return self.bias if self.mlp_bias is None else self.mlp_bias
 
     @property
     def head_dim(self) -> int: return self.n_embd // self.n_head
@@ -125,18 +146,24 @@ class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention through `attend` (SDPA, or explicit matmuls for short bf16 CPU runs), with an optional KV cache and RoPE."
     def __init__(self, c: GPTConfig, layer_idx: int = 0):
         super().__init__()
-        self.n_head, self.dropout, self.layer_idx = c.n_head, c.dropout, layer_idx
-        self.c_attn = nn.Linear(c.n_embd, 3 * c.n_embd, bias=c.bias)
-        self.c_proj = nn.Linear(c.n_embd, c.n_embd, bias=c.bias)
+        self.n_head, self.n_kv_head, self.head_dim, self.dropout, self.layer_idx = c.n_head, c.kv_heads, c.head_dim, c.dropout, layer_idx
+        self.c_attn = nn.Linear(c.n_embd, (c.n_head + 2 * c.kv_heads) * c.head_dim, bias=c.has_qkv_bias)   # q, k, v stacked
+        self.c_proj = nn.Linear(c.n_embd, c.n_embd, bias=c.has_proj_bias)
         self.resid_dropout = nn.Dropout(c.dropout)
 
     def heads(self, x, rope=None):
-        "Queries, keys and values of `x` split into heads, `(B, n_head, T, head_dim)` each; queries and keys rotated by `rope`."
+        "Queries `(B, n_head, T, head_dim)`, keys and values `(B, n_kv_head, T, head_dim)` of `x`; queries and keys rotated by `rope`."
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        hd, kv = self.head_dim, self.n_kv_head
+        q, k, v = self.c_attn(x).split([self.n_head * hd, kv * hd, kv * hd], dim=2)
+        q, k, v = (t.view(B, T, -1, hd).transpose(1, 2) for t in (q, k, v))
         if rope is not None: q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         return q, k, v
+
+    def expand_kv(self, k, v):
+        "Keys and values of the `n_kv_head` groups repeated for the `n_head // n_kv_head` query heads of each group."
+        r = self.n_head // self.n_kv_head
+        return (k, v) if r == 1 else (k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1))
 
     def forward(self, x, cache=None, rope=None):
         B, T, C = x.shape
@@ -148,20 +175,44 @@ class CausalSelfAttention(nn.Module):
             if past and T > 1:               # a chunk after a cached prefix: each new token sees the prefix and the chunk up to itself
                 mask, causal = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past), False
             elif past: causal = False        # one new token attends to everything cached
+        k, v = self.expand_kv(k, v)          # the cache holds n_kv_head heads: grouped-query attention saves its memory
         y = attend(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
 
     def weights(self, x, rope=None):
         "The attention weights softmax(QKᵀ/√d + M), `(B, n_head, T, T)`, that `forward` applies to `x`."
         q, k, _ = self.heads(x, rope)
+        k, _ = self.expand_kv(k, k)
         T = q.size(2)
         w = (q @ k.transpose(-2, -1)).float() / math.sqrt(q.size(-1))
         return w.masked_fill(torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1), float('-inf')).softmax(-1)
 
-# %% ../nbs/02_architectures.ipynb #4fecafb3
-def rope_angles(head_dim: int, max_len: int, base: float = 10000.0, device=None, dtype=torch.float32):
-    "`cos` and `sin` of RoPE's angles m·θⱼ, θⱼ = base^(-2j/head_dim), for positions m < `max_len`: two `(max_len, head_dim/2)` tensors."
+# %% ../nbs/02_architectures.ipynb #a4c0a93d
+ROPE_SCALINGS = dict(default=(), linear=('factor',),
+                     llama3=('factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'))
+
+def rope_frequencies(head_dim: int, base: float = 10000.0, scaling=None) -> torch.Tensor:
+    "RoPE's frequencies θⱼ = base^(-2j/head_dim) (float64, `head_dim/2`), rescaled by `scaling`: `{'rope_type': 'linear', 'factor'}` divides all by the factor (positions interpolated), `'llama3'` divides only the long wavelengths and blends the middle band (Llama 3.1's long-context recipe)."
     theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+    kind = (scaling or {}).get('rope_type', (scaling or {}).get('type', 'default'))
+    if kind not in ROPE_SCALINGS:
+        raise ConfigError(f"rope_scaling: rope_type={kind!r} is not one of {tuple(ROPE_SCALINGS)}; "
+                          "use rope_scaling=None (plain RoPE) or one of those")
+    if miss := [k for k in ROPE_SCALINGS[kind] if k not in scaling]:
+        raise ConfigError(f"rope_scaling with rope_type={kind!r} needs {miss}")
+    if kind == 'linear': return theta / scaling['factor']
+    if kind == 'llama3':
+        f, lo, hi, old = (float(scaling[k]) for k in ROPE_SCALINGS['llama3'])
+        wavelen = 2 * math.pi / theta
+        smooth = ((old / wavelen - lo) / (hi - lo)).clamp(0, 1)      # 0: long waves (divided by f), 1: short waves (kept)
+        return torch.where(wavelen > old / lo, theta / f, torch.where(wavelen < old / hi, theta, (1 - smooth) * theta / f + smooth * theta))
+    return theta
+
+
+# %% ../nbs/02_architectures.ipynb #4fecafb3
+def rope_angles(head_dim: int, max_len: int, base: float = 10000.0, device=None, dtype=torch.float32, scaling=None):
+    "`cos` and `sin` of RoPE's angles m·θⱼ, θⱼ = base^(-2j/head_dim) (rescaled by `scaling`, see `rope_frequencies`), for positions m < `max_len`: two `(max_len, head_dim/2)` tensors."
+    theta = rope_frequencies(head_dim, base, scaling)
     ang = torch.outer(torch.arange(max_len, dtype=torch.float64), theta)      # computed in float64, then stored
     return ang.cos().to(device, dtype), ang.sin().to(device, dtype)
 
@@ -184,18 +235,18 @@ class MLP(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
         h = c.mlp_hidden or 4 * c.n_embd
-        self.c_fc = nn.Linear(c.n_embd, h, bias=c.bias)
-        self.c_proj = nn.Linear(h, c.n_embd, bias=c.bias)
-        self.dropout = nn.Dropout(c.dropout)
-    def forward(self, x): return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        self.c_fc = nn.Linear(c.n_embd, h, bias=c.has_mlp_bias)
+        self.c_proj = nn.Linear(h, c.n_embd, bias=c.has_mlp_bias)
+        self.dropout, self.approximate = nn.Dropout(c.dropout), c.gelu_approx
+    def forward(self, x): return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
 
 class SwiGLU(nn.Module):
     "Llama's gated feed-forward network `W₂(silu(W₁x) ⊙ W₃x)`; `c_fc` holds W₁ and W₃ stacked, hidden width `c.hidden`."
     def __init__(self, c: GPTConfig):
         super().__init__()
         self.hidden = c.hidden
-        self.c_fc = nn.Linear(c.n_embd, 2 * self.hidden, bias=c.bias)
-        self.c_proj = nn.Linear(self.hidden, c.n_embd, bias=c.bias)
+        self.c_fc = nn.Linear(c.n_embd, 2 * self.hidden, bias=c.has_mlp_bias)
+        self.c_proj = nn.Linear(self.hidden, c.n_embd, bias=c.has_mlp_bias)
         self.dropout = nn.Dropout(c.dropout)
     def forward(self, x):
         gate, up = self.c_fc(x).split(self.hidden, dim=-1)
@@ -224,12 +275,16 @@ class GPT(nn.Module):
             drop=nn.Dropout(c.dropout), h=nn.ModuleList([Block(c, i) for i in range(c.n_layer)]), ln_f=make_norm(c)))
         self.lm_head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         if c.tie_weights: self.transformer.wte.weight = self.lm_head.weight   # weight tying
-        if c.pos_emb == 'rope':
-            cos, sin = rope_angles(c.head_dim, c.block_size, c.rope_base)
-            self.register_buffer('rope_cos', cos, persistent=False); self.register_buffer('rope_sin', sin, persistent=False)
+        if c.pos_emb == 'rope': self.reset_rope()
         self.apply(self._init_weights)
         for n, p in self.named_parameters():
             if n.endswith('c_proj.weight'): nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * c.n_layer))
+
+    def reset_rope(self, device=None):
+        "(Re)compute the RoPE tables, non-persistent buffers, on `device`: after the model was built on the meta device (chapter 2b)."
+        c = self.config
+        cos, sin = rope_angles(c.head_dim, c.block_size, c.rope_base, device=device, scaling=c.rope_scaling)
+        self.register_buffer('rope_cos', cos, persistent=False); self.register_buffer('rope_sin', sin, persistent=False)
 
     def _init_weights(self, m):
         if isinstance(m, nn.Linear):
@@ -256,7 +311,7 @@ class GPT(nn.Module):
 
 # %% ../nbs/02_architectures.ipynb #091549c5
 class KVCache:
-    "Per-layer key/value tensors of shape `(B, n_head, max_len, head_dim)`, filled as tokens are generated."
+    "Per-layer key/value tensors of shape `(B, n_kv_head, max_len, head_dim)`, filled as tokens are generated."
     def __init__(self, n_layer: int, max_len: int):
         self.n_layer, self.max_len, self.pos = n_layer, max_len, 0
         self.k = self.v = None
@@ -472,7 +527,8 @@ def create_model(cfg, vocab_size: int, image_shape=None) -> nn.Module:
     if cfg.model == 'gpt':
         return GPT(GPTConfig(vocab_size=vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer, n_head=cfg.n_head,
                              n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias, tie_weights=cfg.tie_weights,
-                             pos_emb=cfg.pos_emb, norm=cfg.norm, mlp=cfg.mlp))
+                             pos_emb=cfg.pos_emb, norm=cfg.norm, mlp=cfg.mlp, n_kv_head=cfg.n_kv_head, attn_bias=cfg.attn_bias,
+                             qkv_bias=cfg.qkv_bias, rope_base=cfg.rope_base))
     if cfg.model in CNN_MODELS:
         c, h, w = image_shape or (1, 28, 28)
         if h != w: raise ConfigError(f"model={cfg.model} takes square images; these are {h}×{w}")

@@ -15,7 +15,8 @@ __all__ = ['SKIP_TAGS', 'NORMAL_FORMS', 'ENGLISH_STOP_WORDS', 'CHINESE_STOP_WORD
            'CLEAN_STEPS', 'LM_STEPS', 'CLASSIC_STEPS', 'DEFAULT_VOCAB_SIZE', 'WORD_PATTERN', 'TOKENIZERS', 'strip_html',
            'normalize_unicode', 'remove_punctuation', 'segment_zh', 'remove_stopwords', 'fold_whitespace', 'lowercase',
            'Cleaner', 'clean', 'VocabSizeWarning', 'Tokenizer', 'CharTokenizer', 'WordTokenizer', 'BPETokenizer',
-           'train_tokenizer', 'save_tokenizer', 'load_tokenizer', 'tokenizer_stats']
+           'HFTokenizer', 'hf_tokenizer', 'hf_tokenizer_files', 'train_tokenizer', 'save_tokenizer', 'load_tokenizer',
+           'tokenizer_stats']
 
 # %% ../nbs/01a_preprocessing.ipynb #4940e217
 def _check_text(text, who):
@@ -610,6 +611,94 @@ class BPETokenizer(Tokenizer):
         from tokenizers import Tokenizer as HFTokenizer
         return cls(HFTokenizer.from_str(json.dumps(d['tokenizers'])))
 
+# %% ../nbs/01a_preprocessing.ipynb #3f1c0be9
+def _token_text(t):
+    "A special token of tokenizer_config.json: a string, or a dict with its `content`."
+    return t.get('content') if isinstance(t, dict) else t
+
+class HFTokenizer(BPETokenizer):
+    "A Hugging Face `tokenizer.json` (any `tokenizers` model) as an llmtrain tokenizer, with the `bos`, `eos` and `pad` tokens of its tokenizer_config.json."
+    kind = 'hf'
+    def __init__(self, hf, bos=None, eos=None, pad=None, unk=None, config=None):
+        super().__init__(hf)
+        self.bos, self.eos, self.pad, self.unk, self.config = bos, eos, pad, unk, dict(config or {})
+
+    @classmethod
+    def from_folder(cls, path):
+        "The tokenizer of a Hugging Face folder (tokenizer.json, and tokenizer_config.json when there is one), or of a tokenizer.json file."
+        from tokenizers import Tokenizer as Tk
+        path = Path(path)
+        folder, file = (path, path/'tokenizer.json') if path.is_dir() else (path.parent, path)
+        try: hf = Tk.from_file(str(file))
+        except Exception as e: raise DataError(f"{file} is not a Hugging Face tokenizer.json ({type(e).__name__}: {str(e)[:200]})") from None
+        cfg = {}
+        if (folder/'tokenizer_config.json').is_file():
+            try: cfg = json.loads((folder/'tokenizer_config.json').read_text(encoding='utf-8'))
+            except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DataError(f"{folder/'tokenizer_config.json'} is not valid JSON ({e})") from None
+        sp = {k: _token_text(cfg.get(f'{k}_token')) for k in ('bos', 'eos', 'pad', 'unk')}
+        return cls(hf, **sp, config=cfg)
+
+    def _id(self, t): return None if t is None else self.hf.token_to_id(t)
+    @property
+    def bos_id(self): return self._id(self.bos)
+    @property
+    def eos_id(self): return self._id(self.eos)
+    @property
+    def pad_id(self): return self._id(self.pad)
+
+    def encode(self, text: str, add_special_tokens=False) -> list[int]:
+        "The ids of `text`, encoded whole; `add_special_tokens` applies the tokenizer's template (e.g. a leading bos), as `transformers` does by default."
+        _check_text(text, 'encode')
+        try: return self.hf.encode(text, add_special_tokens=add_special_tokens).ids
+        except Exception:
+            _check_unicode(text)
+            raise
+    def encode_array(self, text: str, dtype=np.int64) -> np.ndarray: return np.asarray(self.encode(text), dtype=dtype)
+    def encode_prompt(self, text: str) -> list[int]:
+        "The ids of a prompt to generate from: with the tokenizer's template (Llama's leading `<s>`), as `transformers` encodes it."
+        return self.encode(text, add_special_tokens=True)
+    def to_dict(self) -> dict:
+        return dict(kind='hf', tokenizers=json.loads(self.hf.to_str()), bos=self.bos, eos=self.eos, pad=self.pad, unk=self.unk, config=self.config)
+    @classmethod
+    def from_dict(cls, d):
+        from tokenizers import Tokenizer as Tk
+        return cls(Tk.from_str(json.dumps(d['tokenizers'])), d.get('bos'), d.get('eos'), d.get('pad'), d.get('unk'), d.get('config'))
+
+# %% ../nbs/01a_preprocessing.ipynb #1da71e7c
+def _onig(pattern: str) -> str:
+    "A Python regex with `\\uXXXX`/`\\UXXXXXXXX` escapes rewritten as Oniguruma's `\\x{...}` (the `tokenizers` library's regex engine)."
+    return re.sub(r'\\U([0-9a-fA-F]{8})|\\u([0-9a-fA-F]{4})', lambda m: '\\x{%x}' % int(m.group(1) or m.group(2), 16), pattern)
+
+def hf_tokenizer(tok):
+    "A `tokenizers.Tokenizer` that encodes as the llmtrain tokenizer `tok` does: char and word tokenizers as a `WordLevel` model, BPE as itself."
+    from tokenizers import Tokenizer as Tk, models, pre_tokenizers, decoders, Regex, AddedToken
+    if isinstance(tok, BPETokenizer): return Tk.from_str(tok.hf.to_str())
+    if not isinstance(tok, (CharTokenizer, WordTokenizer)):
+        raise ConfigError(f"A {type(tok).__name__} has no tokenizer.json form; use a char, word or bpe tokenizer")
+    vocab = {t: i for i, t in enumerate(tok.itos)}
+    unk = tok.unk if tok.unk is not None else '<unk-absent>'         # WordLevel needs a name; unknown input then fails, as in llmtrain
+    hf = Tk(models.WordLevel(vocab, unk_token=unk))
+    pattern = r'[\s\S]' if isinstance(tok, CharTokenizer) else _onig(tok.pattern)
+    hf.pre_tokenizer = pre_tokenizers.Split(Regex(pattern), behavior='isolated')
+    hf.decoder = decoders.Fuse()
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tok.special_tokens])
+    return hf
+
+def hf_tokenizer_files(tok, model_max_length=None) -> dict:
+    "What a Hugging Face folder holds of `tok`: `tokenizer` (it as an `HFTokenizer`) and `texts` (tokenizer.json, tokenizer_config.json)."
+    hf = hf_tokenizer(tok)
+    sp = tok.special_tokens
+    if isinstance(tok, HFTokenizer): bos, eos, pad, unk = tok.bos, tok.eos, tok.pad, tok.unk
+    else:
+        eot = '<|endoftext|>' if '<|endoftext|>' in sp else None
+        bos, eos, pad, unk = eot, eot, ('<pad>' if '<pad>' in sp else None), tok.unk
+    cfg = {k: v for k, v in (getattr(tok, 'config', None) or {}).items() if k not in ('tokenizer_file', 'auto_map')}
+    cfg.update(tokenizer_class='PreTrainedTokenizerFast', bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk,
+               clean_up_tokenization_spaces=False, model_max_length=model_max_length or cfg.get('model_max_length', 1 << 30))
+    cfg = {k: v for k, v in cfg.items() if v is not None}
+    out = HFTokenizer(hf, bos, eos, pad, unk, cfg)
+    return dict(tokenizer=out, texts={'tokenizer.json': hf.to_str(), 'tokenizer_config.json': json.dumps(cfg, indent=2, ensure_ascii=False)})
+
 # %% ../nbs/01a_preprocessing.ipynb #bf1b265b
 TOKENIZERS = dict(char=CharTokenizer, word=WordTokenizer, bpe=BPETokenizer)
 
@@ -641,11 +730,12 @@ def load_tokenizer(path) -> Tokenizer:
     try: d = json.loads(path.read_text(encoding='utf-8'))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{path} is not a tokenizer file (not valid JSON: {e}); write it again with save_tokenizer") from None
-    if isinstance(d, dict) and 'kind' not in d and 'model' in d: d = dict(kind='bpe', tokenizers=d)   # Hugging Face's format
+    if isinstance(d, dict) and 'kind' not in d and 'model' in d: return HFTokenizer.from_folder(path)   # Hugging Face's format
     kind = d.get('kind') if isinstance(d, dict) else None
-    if kind not in TOKENIZERS:
-        raise DataError(f"{path}: unknown tokenizer kind {kind!r}; llmtrain writes one of {', '.join(TOKENIZERS)}")
-    try: return TOKENIZERS[kind].from_dict(d)
+    classes = dict(TOKENIZERS, hf=HFTokenizer)
+    if kind not in classes:
+        raise DataError(f"{path}: unknown tokenizer kind {kind!r}; llmtrain writes one of {', '.join(classes)}")
+    try: return classes[kind].from_dict(d)
     except LLMTrainError: raise
     except Exception as e:
         raise DataError(f"{path}: a {kind} tokenizer file with missing or broken fields ({type(e).__name__}: {e}); "

@@ -577,8 +577,12 @@ def plot_run(history, path=None, title=None):
 def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
     "A `Trainer` for a language model on `cfg.corpus`: random windows (or shuffled epochs, `cfg.sampler`) for training, fixed ones for evaluation."
     rank, _, world = dist_env()
-    data = prepare_data(cfg)
-    model = create_model(cfg, data.tokenizer.vocab_size)
+    if cfg.init_from:                                   # chapter 2b: a published model, trained on with its own tokenizer
+        from llmtrain.pretrained import init_from_pretrained
+        model, data = init_from_pretrained(cfg)
+    else:
+        data = prepare_data(cfg)
+        model = create_model(cfg, data.tokenizer.vocab_size)
     Sampler = SequentialWindows if cfg.sampler == 'sequential' else RandomWindows
     train_b = Sampler(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
     # evaluation batches of the global batch size, shared out whole among the processes: the same score on any world size
@@ -706,6 +710,11 @@ def load_run(run, device='cpu', weights='auto', images=None):
     if cfg.model in CNN_MODELS:
         tok, data = None, images or prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed)
         model = create_model(cfg, data.n_classes, data.image_shape)
+    elif cfg.init_from:                              # chapter 2b: the published model's shape, this run's weights
+        from llmtrain.pretrained import resolve_source, read_hf_config, gpt_config_from_hf
+        from llmtrain.models import GPT
+        tok = load_tokenizer(rd/'tokenizer.json')
+        model = GPT(gpt_config_from_hf(read_hf_config(resolve_source(cfg.init_from))))
     else:
         tok = load_tokenizer(rd/'tokenizer.json')
         model = create_model(cfg, tok.vocab_size)

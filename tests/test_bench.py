@@ -26,3 +26,14 @@ def test_attention_bench_smoke(tmp_path):
     rows = json.loads(out.read_text())['rows']
     assert {(x['dtype'], x['T']) for x in rows} == {(d, t) for d in ('bfloat16', 'float32') for t in (64, 128)}
     assert all(x['sdpa_ms'] > 0 and x['matmul_ms'] > 0 for x in rows)
+
+def test_load_pretrained_bench_smoke(tmp_path):
+    "bench/load_pretrained.py writes a sharded Llama-shaped checkpoint, loads it in a fresh process and reports the peak-memory rise."
+    out = tmp_path/'load.json'
+    r = subprocess.run([sys.executable, 'bench/load_pretrained.py', '--smoke', '--out', str(out)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert res['correct'] is True and res['shards'] == 2 and res['dtype'] == 'torch.bfloat16'
+    assert res['param_bytes'] == res['weight_bytes'] > 0 and res['peak_rise'] > 0 and res['load_s'] > 0
+    assert 'llmtrain bench/load_pretrained.py' in r.stdout

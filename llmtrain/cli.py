@@ -146,7 +146,7 @@ def export_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None
     return out
 
 # %% ../nbs/10_cli.ipynb #16aa2abf
-from .analysis import sweep_cmd
+from .sweeps import sweep_cmd
 COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd,
             'export': export_cmd}
 

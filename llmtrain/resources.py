@@ -285,10 +285,10 @@ def rnn_memory(c: RNNConfig, micro_batch: int, precision='fp32') -> dict:
 @functools.lru_cache(maxsize=64)
 def _cnn_probe(model: str, n_classes: int, image_shape: tuple, precision: str, dropout: float) -> tuple:
     "Measured live-tensor peaks of two AdamW steps of the CNN at micro-batches 2 and 4 on the CPU (a tiny probe), and its parameters."
-    from types import SimpleNamespace
+    from llmtrain.core import TrainConfig
     torch_state = torch.get_rng_state()
     try:
-        m = create_model(SimpleNamespace(model=model, dropout=dropout), n_classes, image_shape)
+        m = create_model(TrainConfig(model=model, dropout=dropout), n_classes, image_shape)
         peaks = []
         for b in (2, 4):
             x, y = torch.zeros(b, *image_shape), torch.zeros(b, dtype=torch.long)
@@ -458,7 +458,8 @@ def _plan_precisions(cfg, device) -> list:
 
 def _divisor_at_most(n: int, limit: int) -> int:
     "The largest divisor of `n` that is at most `limit` (0 when `limit` < 1)."
-    return max((d for d in range(1, min(n, limit) + 1) if n % d == 0), default=0) if limit >= 1 else 0
+    pairs = (x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d))   # O(√n), for huge batches too
+    return max((d for d in pairs if d <= limit), default=0)
 
 def _smaller_shapes(cfg, peak1, budget) -> list:
     "Settings under which micro-batch 1 fits `budget`: bf16, fewer layers (width kept) or a narrower model (depth kept)."

@@ -139,3 +139,18 @@ def test_out_of_memory_in_a_step_is_named_and_keeps_the_checkpoint(tmp_path, mon
     assert hashlib.sha256(ck.read_bytes()).hexdigest() == seen['digest']
     assert training.load_checkpoint(ck)['iter'] == 2
     assert not list((tmp_path/'oom').glob('.*.tmp'))
+
+def test_auto_under_torchrun_shares_one_choice_and_matches_one_process(tmp_path, monkeypatch):
+    "Two processes on one CPU share its memory (the budget is halved) and train with rank 0's choice, per process: the losses are the one-process run's."
+    from test_distributed import COMMON, launch, losses
+    cfg = lambda b: load_config(None, COMMON, batch_size=b)
+    peak = {b: plan_run(cfg(b), 96, device='cpu', world=2, budget=10**15)['peak'] for b in (2, 4)}
+    limit = 2 * (peak[2] + (peak[4] - peak[2]) / 4) / 0.9          # per process: micro-batch 2 fits, 4 does not
+    monkeypatch.setenv('LLMTRAIN_MEMORY_LIMIT', str(int(limit)))
+    launch(2, 'batch_size=auto', 'tokens_per_step=128', 'name=auto2', tmp=tmp_path)   # 8 sequences of 16 per step
+    monkeypatch.delenv('LLMTRAIN_MEMORY_LIMIT')
+    saved = yaml.safe_load((tmp_path/'auto2'/'config.yaml').read_text())
+    assert (saved['batch_size'], saved['grad_accum']) == (2, 2)     # per process: 2 x 2 x 2 processes = 8
+    launch(1, 'batch_size=8', 'name=one', tmp=tmp_path)
+    (a, _), (b, _) = losses(tmp_path/'one'), losses(tmp_path/'auto2')
+    assert len(a) == len(b) == 20 and max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)

@@ -510,7 +510,9 @@ def plan_run(cfg, vocab_size: int, image_shape=None, device=None, world=None, bu
 class ResourceError(LLMTrainError, MemoryError):
     "A run does not fit in its device's memory: predicted before it allocates, or out of memory during a step; the message names the setting to lower."
 
-def _gib(n) -> str: return f"{n / 2**30:.2f} GiB" if n < 100 * 2**30 else f"{n / 2**30:,.0f} GiB"
+def _gib(n) -> str:
+    "Bytes for a message: MiB below a tenth of a GiB, GiB with two decimals up to 100, then whole GiB."
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 / 10 else f"{n / 2**30:.2f} GiB" if n < 100 * 2**30 else f"{n / 2**30:,.0f} GiB"
 
 def memory_message(cfg, plan) -> str:
     "One line on why the run described by `cfg` does not fit, as `plan_run` found, and what would."

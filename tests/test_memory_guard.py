@@ -154,3 +154,13 @@ def test_auto_under_torchrun_shares_one_choice_and_matches_one_process(tmp_path,
     launch(1, 'batch_size=8', 'name=one', tmp=tmp_path)
     (a, _), (b, _) = losses(tmp_path/'one'), losses(tmp_path/'auto2')
     assert len(a) == len(b) == 20 and max(abs(x - y) for x, y in zip(a, b)) < 1e-5, (a, b)
+
+def test_auto_image_run_is_the_explicit_run(tmp_path):
+    "The confirming measurement leaves no trace: batch norm's statistics, dropout's RNG and the sampler are restored."
+    base = dict(model='strong_cnn', corpus='digits', max_iters=4, eval_interval=4, log_interval=1, progress=False, precision='fp32',
+                dropout=0.25, out_dir=str(tmp_path))
+    a = training.train(load_config(**base, batch_size='auto', tokens_per_step=32, name='auto'))
+    assert (a.cfg.batch_size, a.cfg.grad_accum) == (32, 1)
+    e = training.train(load_config(**base, batch_size=32, name='explicit'))
+    assert [m['train_loss'] for m in a.history if 'train_loss' in m] == [m['train_loss'] for m in e.history if 'train_loss' in m]
+    assert a.best_val == e.best_val

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_resources.ipynb #8da37aa8
 from __future__ import annotations
-import os, gc, time, math, json, copy, weakref, platform, contextlib, dataclasses, functools, warnings
+import os, gc, time, math, json, copy, weakref, platform, contextlib, dataclasses, functools, threading, warnings
 from pathlib import Path
 import torch
 from .core import ConfigError, LLMTrainError, cache_dir, atomic_write
@@ -306,16 +306,27 @@ def cnn_memory(model: str, n_classes: int, image_shape, micro_batch: int, precis
     return m
 
 # %% ../nbs/05_resources.ipynb #1bfdaab7
+_META_LOCK = threading.RLock()
+
 @contextlib.contextmanager
 def _meta_build():
-    "Build modules on the meta device without running their initialisers, which allocate nothing there but take milliseconds each."
-    init = torch.nn.init
-    saved = {n: getattr(init, n) for n in dir(init) if n.endswith('_') and not n.startswith('_')}
-    try:
-        for n in saved: setattr(init, n, lambda t, *a, **k: t)
-        with torch.device('meta'): yield
-    finally:
-        for n, f in saved.items(): setattr(init, n, f)
+    "Build modules on the meta device with `torch.nn.init`'s initialisers skipped for meta tensors, and RoPE's tables left empty: they allocate nothing there but cost milliseconds each (the tables' `arange` on meta even imports torch._dynamo, seconds). Real tensors, in any thread, are initialised as usual."
+    import llmtrain.models as models
+    init, rope = torch.nn.init, models.rope_angles
+    def skip_meta(f):
+        def g(*a, **k):
+            t = a[0] if a else k.get('tensor')
+            return t if isinstance(t, torch.Tensor) and t.is_meta else f(*a, **k)
+        return g
+    with _META_LOCK:
+        saved = {n: getattr(init, n) for n in dir(init) if n.endswith('_') and not n.startswith('_')}
+        try:
+            for n, f in saved.items(): setattr(init, n, skip_meta(f))
+            models.rope_angles = lambda head_dim, max_len, *a, **k: (torch.empty(max_len, head_dim // 2),) * 2
+            with torch.device('meta'): yield
+        finally:
+            for n, f in saved.items(): setattr(init, n, f)
+            models.rope_angles = rope
 
 def _linear_in_layers(f, cfg) -> dict:
     "`f(cfg)`, a dict of numbers linear in `cfg.n_layer`, from its values at one and two layers: a deep model costs two shallow meta builds."
@@ -470,14 +481,17 @@ def _smaller_shapes(cfg, peak1, budget) -> list:
         one, two = peak1(dataclasses.replace(cfg, n_layer=1)), peak1(dataclasses.replace(cfg, n_layer=2))
         L = int((budget - one) // max(two - one, 1)) + 1 if one <= budget else 0
         if L >= 1: out.append(f'n_layer={min(L, cfg.n_layer - 1)}')
-    C = cfg.n_embd
-    while C > 1:
-        C //= 2
-        try: c = dataclasses.replace(cfg, n_embd=C)
-        except ConfigError: break                                 # n_embd no longer divisible by n_head
-        try:
-            if peak1(c) <= budget: out.append(f'n_embd={C}' + (f' n_head={cfg.n_head}' if cfg.model == 'gpt' else '')); break
-        except ConfigError: break                                 # e.g. RoPE's head size became odd
+    widths, C = [], cfg.n_embd // 2                              # halvings that still split into n_head heads
+    while C >= 1 and (cfg.model != 'gpt' or C % cfg.n_head == 0): widths.append(C); C //= 2
+    def fits(C):
+        try: return peak1(dataclasses.replace(cfg, n_embd=C)) <= budget
+        except ConfigError: return False                          # e.g. RoPE's head size became odd
+    lo, hi = 0, len(widths)                                       # bisect: the widest halving that fits (fitting is monotone)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(widths[mid]): hi = mid
+        else: lo = mid + 1
+    if lo < len(widths) and fits(widths[lo]): out.append(f'n_embd={widths[lo]}' + (f' n_head={cfg.n_head}' if cfg.model == 'gpt' else ''))
     return out
 
 def plan_run(cfg, vocab_size: int, image_shape=None, device=None, world=None, budget=None) -> dict:

@@ -55,12 +55,13 @@ def test_runs_that_cannot_fit_stop_at_once(tmp_path, args, env, expect):
     rss, code = peak_rss_mb(args, env)
     assert code == 2 and rss < 1500, rss                           # torch's own import is ~300 MB; the crash it replaces took 1 GB to 24 GB
 
-def test_the_guard_itself_takes_milliseconds():
-    for kw in (dict(batch_size=100_000_000), dict(n_layer=200, n_embd=8192, n_head=64)):
+def test_the_guard_itself_takes_milliseconds(monkeypatch):
+    monkeypatch.setenv('LLMTRAIN_MEMORY_LIMIT', '16GB')              # the same answer on any machine
+    for kw in (dict(batch_size=100_000_000), dict(n_layer=200, n_embd=8192, n_head=64), dict(n_layer=48, n_embd=2048, n_head=16, pos_emb='rope', norm='rmsnorm', mlp='swiglu')):
         t = time.perf_counter()
         with pytest.raises(ResourceError):
             resources.check_memory(load_config(**kw), 65, device='cpu')
-        assert time.perf_counter() - t < 0.5
+        assert time.perf_counter() - t < 1.0       # milliseconds on an idle machine; a loaded one builds modules slower
 
 def test_the_guard_runs_before_the_model_and_batches(tmp_path, monkeypatch):
     def forbidden(*a, **k): raise AssertionError('allocated before the memory check')

@@ -576,20 +576,20 @@ def _first_step_peak(t) -> int:
     m, dev = t.raw_model, t.device
     buffers = {k: v.clone() for k, v in m.named_buffers()}        # batch norm's running statistics
     params = sum(p.numel() * p.element_size() for p in m.parameters())
-    with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
-        if dev.type == 'cuda':
-            torch.cuda.synchronize(dev); base = torch.cuda.memory_allocated(dev); torch.cuda.reset_peak_memory_stats(dev)
-            with autocast_ctx(t.precision, dev): m(*batch)[1].backward()
-            torch.cuda.synchronize(dev); peak = torch.cuda.max_memory_allocated(dev) - base + params
-        else:
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
+            if dev.type == 'cuda':
+                torch.cuda.synchronize(dev); base = torch.cuda.memory_allocated(dev); torch.cuda.reset_peak_memory_stats(dev)
+                with autocast_ctx(t.precision, dev): m(*batch)[1].backward()
+                torch.cuda.synchronize(dev); return torch.cuda.max_memory_allocated(dev) - base + params
             mem = LiveTensorMemory(dev)
             with mem:
                 with autocast_ctx(t.precision, dev): m(*batch)[1].backward()
-            peak = mem.peak + params
-    m.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        for k, v in m.named_buffers(): v.copy_(buffers[k])
-    return peak
+            return mem.peak + params
+    finally:                                                      # also after an out-of-memory error
+        m.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for k, v in m.named_buffers(): v.copy_(buffers[k])
 
 def confirm_plan(trainer, plan, margin=0.2):
     "For `batch_size=auto`: measure the first micro-batch's forward and backward; while it exceeds the plan by more than `margin`, back off one power of two (more accumulation, the same step) and say so. Returns the trainer."
@@ -597,13 +597,17 @@ def confirm_plan(trainer, plan, margin=0.2):
     if not plan or not plan['auto'] or t.world > 1: return t       # under torchrun each process planned the same; measuring is rank-local
     seqs = plan['sequences_per_step']
     while True:
-        measured = _first_step_peak(t)
+        try: measured = _first_step_peak(t)
+        except Exception as e:                                    # out of memory on the first micro-batch: over any plan
+            if not is_out_of_memory(e) or t.cfg.batch_size == 1: raise
+            measured = math.inf
         bd = model_memory(t.cfg, plan['vocab_size'], plan['image_shape'], t.cfg.batch_size, t.precision, t.device, 1)
         expected = bd['peak'] - bd['optimizer'] - bd['data']     # no optimizer state yet; the batches exist already
         b = t.cfg.batch_size
         if measured <= (1 + margin) * expected or b == 1: break
         nb = _divisor_at_most(seqs, b // 2)
-        print(f"batch_size=auto: the first micro-batch of {b} measured {_gib(measured)}, over the plan's {_gib(expected)} by more than "
+        got = 'ran out of memory' if measured == math.inf else f'measured {_gib(measured)}'
+        print(f"batch_size=auto: the first micro-batch of {b} {got}, over the plan's {_gib(expected)} by more than "
               f"{margin:.0%}; backing off to micro-batch {nb} x grad_accum {seqs // nb}", flush=True)
         t.cfg = dataclasses.replace(t.cfg, batch_size=nb, grad_accum=seqs // nb)
         t.train_batches.batch_size = nb

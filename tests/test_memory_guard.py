@@ -165,3 +165,14 @@ def test_auto_image_run_is_the_explicit_run(tmp_path):
     e = training.train(load_config(**base, batch_size=32, name='explicit'))
     assert [m['train_loss'] for m in a.history if 'train_loss' in m] == [m['train_loss'] for m in e.history if 'train_loss' in m]
     assert a.best_val == e.best_val
+
+def test_auto_backs_off_when_the_first_micro_batch_runs_out_of_memory(tmp_path, monkeypatch, capsys):
+    real = resources._first_step_peak
+    def small_machine(t):
+        if t.cfg.batch_size > 2: raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB")
+        return real(t)
+    monkeypatch.setattr(resources, '_first_step_peak', small_machine)
+    t = training.train(load_config(**TINY, max_iters=2, eval_interval=2, batch_size='auto', tokens_per_step=8 * 32,
+                                   out_dir=str(tmp_path), name='m'))
+    assert (t.cfg.batch_size, t.cfg.grad_accum) == (2, 4) and t.iter == 2
+    assert 'micro-batch of 8 ran out of memory' in capsys.readouterr().out

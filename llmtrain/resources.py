@@ -494,13 +494,14 @@ def _smaller_shapes(cfg, peak1, budget) -> list:
     if lo < len(widths) and fits(widths[lo]): out.append(f'n_embd={widths[lo]}' + (f' n_head={cfg.n_head}' if cfg.model == 'gpt' else ''))
     return out
 
-def plan_run(cfg, vocab_size: int, image_shape=None, device=None, world=None, budget=None) -> dict:
-    "The memory plan of the run `cfg` describes, before anything is allocated: the predicted peak at its micro-batch (or the one `batch_size=auto` picks for `tokens_per_step`), the budget, whether it fits, the largest micro-batch that does and the `grad_accum` that keeps the step's size."
+def plan_run(cfg, vocab_size: int, image_shape=None, device=None, world=None, budget=None, resident_bytes=0) -> dict:
+    "The memory plan of the run `cfg` describes, before anything is allocated: the predicted peak at its micro-batch (or the one `batch_size=auto` picks for `tokens_per_step`), the budget, whether it fits, the largest micro-batch that does and the `grad_accum` that keeps the step's size. `resident_bytes`: a data set the run copies to an accelerator whole (image sets)."
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
     world = world or dist_env()[2]
     avail = available_memory(device)
     if device.type == 'cpu': avail //= int(os.environ.get('LOCAL_WORLD_SIZE', 1))   # torchrun's processes on one machine share its memory
     budget = int(0.9 * avail) if budget is None else budget
+    if device.type != 'cpu': budget -= resident_bytes                # on the CPU the data set is already in memory
     precs = _plan_precisions(cfg, device)
     lines = {p: [model_memory(cfg, vocab_size, image_shape, k, p, device, world)['peak'] for k in (1, 2)] for p in precs}
     def peak(b): return max(m1 + (b - 1) * (m2 - m1) for m1, m2 in lines.values())   # every term is linear in the micro-batch
@@ -513,7 +514,7 @@ def plan_run(cfg, vocab_size: int, image_shape=None, device=None, world=None, bu
     else: b = cfg.batch_size
     plan = dict(device=str(device), precision=max(precs, key=lambda p: lines[p][0] + ((b or 1) - 1) * (lines[p][1] - lines[p][0])),
                 auto=auto, micro_batch=b, grad_accum=seqs // b if auto and b else cfg.grad_accum, sequences_per_step=seqs,
-                world=world, vocab_size=vocab_size, image_shape=image_shape, available=avail, budget=budget, largest_micro_batch=largest, min_peak=p1)
+                world=world, vocab_size=vocab_size, image_shape=image_shape, available=avail, budget=budget, resident_bytes=resident_bytes if device.type != 'cpu' else 0, largest_micro_batch=largest, min_peak=p1)
     plan['peak'] = peak(b) if b else p1
     plan['breakdown'] = model_memory(cfg, vocab_size, image_shape, b or 1, plan['precision'], device, world)
     plan['fits'] = bool(b) and plan['peak'] <= budget
@@ -534,7 +535,8 @@ def memory_message(cfg, plan) -> str:
     static = sum(bd.get(x, 0) for x in ('params', 'grads', 'optimizer', 'weight_copies', 'gathered', 'ddp_buckets'))
     what = f"model={cfg.model} n_layer={cfg.n_layer} n_embd={cfg.n_embd}" if cfg.model not in CNN_MODELS else f"model={cfg.model}"
     head = (f"The run does not fit in memory: predicted peak {_gib(plan['peak'])} ({what}, micro-batch {b}, {plan['precision']}: "
-            f"weights, gradients and optimizer state {_gib(static)}, activations {_gib(plan['peak'] - static - bd['data'])}, batches {_gib(bd['data'])}) "
+            f"weights, gradients and optimizer state {_gib(static)}, activations {_gib(plan['peak'] - static - bd['data'])}, batches {_gib(bd['data'])}"
+            f"{', plus the data set ' + _gib(plan['resident_bytes']) if plan['resident_bytes'] else ''}) "
             f"against {_gib(plan['available'])} available on {plan['device']}{' (LLMTRAIN_MEMORY_LIMIT)' if os.environ.get('LLMTRAIN_MEMORY_LIMIT') else ''} "
             f"(budget {_gib(plan['budget'])}). ")
     L = plan['largest_micro_batch']
@@ -549,10 +551,10 @@ def memory_message(cfg, plan) -> str:
         tail = f"Even micro-batch 1 needs {_gib(plan['min_peak'])}; what fits: {alt}"
     return head + tail + "; memory_check=warn or off runs it anyway"
 
-def check_memory(cfg, vocab_size: int, image_shape=None, device=None, world=None) -> tuple:
+def check_memory(cfg, vocab_size: int, image_shape=None, device=None, world=None, resident_bytes=0) -> tuple:
     "Consult the planner before a run allocates: `(cfg, plan)`, with `batch_size=auto` resolved in `cfg`; a run that does not fit raises `ResourceError` (`memory_check=error`), warns (`warn`) or goes on (`off`)."
     if cfg.memory_check == 'off' and cfg.batch_size != 'auto': return cfg, None
-    plan = plan_run(cfg, vocab_size, image_shape, device, world)
+    plan = plan_run(cfg, vocab_size, image_shape, device, world, resident_bytes=resident_bytes)
     if plan['auto']:
         if not plan['micro_batch']: raise ResourceError(memory_message(cfg, plan).replace('; memory_check=warn or off runs it anyway', ''))
         choice = [plan['micro_batch'], plan['grad_accum']]

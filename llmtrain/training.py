@@ -631,7 +631,8 @@ def image_trainer(cfg: TrainConfig, run_dir, device, callbacks=(), eval_batch_si
     "A `Trainer` for an image classifier on the image set `cfg.corpus`, its data resident on `device` (each process's, under torchrun)."
     rank, _, world = dist_env()
     data = prepare_images(cfg)
-    cfg, plan = check_memory(cfg, data.n_classes, data.image_shape, device=device)   # the memory planner (chapter 5)
+    cfg, plan = check_memory(cfg, data.n_classes, data.image_shape, device=device,   # the memory planner (chapter 5)
+                             resident_bytes=sum(t.nbytes for t in (*data.train, *data.val, *data.test)))
     model = create_model(cfg, data.n_classes, data.image_shape)
     x, y = (to_device(t, device) for t in data.train)
     train_b = ResidentBatches(x, y, cfg.batch_size, seed=cfg.seed, rank=rank, world=world)

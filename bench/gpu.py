@@ -1,6 +1,7 @@
 """The library on one GPU, in one short run: measured ceilings, GPT-2 124M training through the Trainer (bf16,
 flash SDPA, fused AdamW, eager and compiled, micro-batch from the memory planner), the seed's CNN with the data
-resident on the device, and generation with and without the KV cache.
+resident on the device, generation with and without the KV cache, and the memory planner against the allocator's
+peak (`torch.cuda.max_memory_allocated`) for every model family (bench/memory_cpu.py's FAMILIES).
 
     PYTHONPATH=. python bench/gpu.py                      # on a GPU machine (about 3-5 minutes)
     PYTHONPATH=. python bench/gpu.py --device cpu --smoke # the same code paths on a CPU, under a minute
@@ -18,6 +19,7 @@ from llmtrain.models import GPT, GPTConfig, SeedCNN, create_model, flops_per_tok
 from llmtrain.generation import generate_ids
 from llmtrain.resources import device_budget, gpt_memory, measure_matmul_flops, mfu, plan_batch
 from llmtrain.training import Trainer, resolve_device, resolve_precision
+from bench.memory_cpu import FAMILIES, families
 
 def sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize(dev)
@@ -191,7 +193,9 @@ def main():
             except Exception as e:
                 runs.append(dict(compile=compile, error=f'{type(e).__name__}: {e}')); traceback.print_exc(); break
     res['train'] = runs
-    for name, fn in [('cnn', lambda: cnn_epoch(dev, a.smoke)), ('generation', lambda: generation(c, dev, 32 if a.smoke else 256))]:
+    planner = lambda: families(dev, FAMILIES[::6] if a.smoke else FAMILIES)    # predicted vs measured peak per model family
+    for name, fn in [('cnn', lambda: cnn_epoch(dev, a.smoke)), ('generation', lambda: generation(c, dev, 32 if a.smoke else 256)),
+                     ('planner', planner)]:
         try: res[name] = fn()
         except Exception as e: res[name] = dict(error=f'{type(e).__name__}: {e}'); traceback.print_exc()
         print(name, res[name], flush=True)
@@ -218,6 +222,10 @@ def print_table(r):
     if 's_per_epoch' in cn: print(f"seed CNN ({cn['source']}, batch 32, resident): {cn['s_per_epoch']:.2f} s/epoch, test acc {cn['test_acc']:.4f} after 2 epochs")
     g = r.get('generation', {})
     if 'with_cache' in g: print(f"generation ({g['new_tokens']} tokens): {g['with_cache']:.0f} tok/s with KV cache, {g['without_cache']:.0f} without ({g['speedup']:.1f}x), same greedy tokens: {g['same_greedy_tokens']}")
+    pl = r.get('planner')
+    if isinstance(pl, list):
+        print(f"{'memory planner':<18}{'batch':>6}{'prec':>6}{'pred MB':>10}{'meas MB':>10}{'error':>8}")
+        for x in pl: print(f"{x['family']:<18}{x['micro_batch']:>6}{x['precision']:>6}{x['predicted_MB']:>10.1f}{x['measured_MB']:>10.1f}{x['error']:>+8.1%}")
     print(f"total {r['total_s']:.0f} s")
 
 if __name__ == '__main__':

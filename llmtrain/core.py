@@ -131,7 +131,7 @@ class TrainConfig:
     lr_decay_iters: typing.Optional[int] = None  # default: max_iters
     # loop
     max_iters: int = 2000
-    batch_size: int = 12
+    batch_size: typing.Union[int, str] = 12    # sequences (images) per micro-batch, or auto: the memory planner picks it and grad_accum for tokens_per_step
     grad_accum: int = 1
     eval_interval: int = 500
     eval_iters: int = 50
@@ -145,22 +145,25 @@ class TrainConfig:
     early_stop_patience: int = 0               # stop after this many evaluations without improvement (0: off)
     early_stop_min_delta: float = 0.0          # an improvement must lower val loss by more than this
     nan_policy: str = 'stop'                   # non-finite loss or gradient: stop | skip (the step) | off
+    # memory (chapter 5)
+    tokens_per_step: typing.Optional[int] = None  # with batch_size=auto: tokens (images) per optimizer step to keep, over every process
+    memory_check: str = 'error'                # the planner's check before the run allocates: error | warn | off
 
     def __post_init__(self): validate_config(self)
 
 # %% ../nbs/00_core.ipynb #ec5c4ebc
-_CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 'skip', 'off'),
+_CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 'skip', 'off'), memory_check=('error', 'warn', 'off'),
                 model=('gpt', 'rnn', 'lstm', 'gru', 'seed_cnn', 'strong_cnn'), pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'),
                 mlp=('gelu', 'swiglu'), distributed=('ddp', 'fsdp'), tokenizer=('char', 'word', 'bpe'), sampler=('random', 'sequential'),
                 schedule=('constant', 'step', 'cosine', 'wsd', 'onecycle'),             # = llmtrain.optim.SCHEDULES
                 optimizer=('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch'))
-_POSITIVE = 'n_layer n_head n_embd block_size max_iters batch_size grad_accum eval_interval eval_iters log_interval'.split()
+_POSITIVE = 'n_layer n_head n_embd block_size max_iters grad_accum eval_interval eval_iters log_interval'.split()
 
 def validate_config(cfg):
     "Raise `ConfigError` naming the first field of `cfg` whose value is out of range."
     for k, allowed in _CHOICES.items():
         if getattr(cfg, k) not in allowed: raise ConfigError(f"{k}={getattr(cfg, k)!r} is not one of {allowed}")
-    for k in _POSITIVE:
+    for k in _POSITIVE + (['batch_size'] if cfg.batch_size != 'auto' else []):
         v = getattr(cfg, k)
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0: raise ConfigError(f"{k}={v!r} must be a positive integer")
     if not 0 <= cfg.dropout < 1: raise ConfigError(f"dropout={cfg.dropout} must be in [0, 1)")
@@ -176,10 +179,13 @@ def validate_config(cfg):
     for f in fields(cfg):                                 # inf passes every range check above: lr=inf, grad_clip=nan
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{f.name}={v} must be a finite number")
-    for k in ('lr_decay_iters', 'vocab_size', 'n_kv_head'):
+    for k in ('lr_decay_iters', 'vocab_size', 'n_kv_head', 'tokens_per_step'):
         v = getattr(cfg, k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ConfigError(f"{k}={v!r} must be a positive integer (or None for the default)")
+    if cfg.batch_size == 'auto' and cfg.tokens_per_step is None:
+        raise ConfigError("batch_size=auto keeps a number of tokens per optimizer step: set tokens_per_step too "
+                          f"(e.g. tokens_per_step={12 * cfg.block_size} for 12 sequences of block_size={cfg.block_size}), or give batch_size")
     if cfg.model == 'gpt' and cfg.n_embd % cfg.n_head: raise ConfigError(f"n_embd={cfg.n_embd} must be divisible by n_head={cfg.n_head}")
     if cfg.n_kv_head is not None and cfg.n_head % cfg.n_kv_head:
         raise ConfigError(f"n_kv_head={cfg.n_kv_head} must divide n_head={cfg.n_head} (each key/value head serves a group of query heads)")
@@ -196,6 +202,9 @@ def _coerce(key, value, typ):
     if type(None) in args:                                    # Optional[X]
         if value is None or (isinstance(value, str) and value.lower() in ('none', 'null', '')): return None
         typ = next(a for a in args if a is not type(None))
+    if set(args) == {int, str}:                               # Union[int, str]: a number, or the word 'auto'
+        if isinstance(value, str) and value.strip().lower() == 'auto': return 'auto'
+        typ = int
     if isinstance(value, str) and typ is not str:
         try: value = yaml.safe_load(value)
         except yaml.YAMLError: raise ConfigError(f"{key}={value!r} is not a valid {getattr(typ, '__name__', typ)}") from None

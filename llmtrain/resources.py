@@ -4,17 +4,20 @@
 
 # %% ../nbs/05_resources.ipynb #8da37aa8
 from __future__ import annotations
-import os, gc, time, math, json, copy, weakref, platform, contextlib
+import os, gc, time, math, json, copy, weakref, platform, contextlib, dataclasses, functools, threading, warnings
 from pathlib import Path
 import torch
 from .core import ConfigError, LLMTrainError, cache_dir, atomic_write
-from .models import GPT, GPTConfig, num_params, uses_matmul_attention
+from .models import GPT, GPTConfig, RNNLM, RNNConfig, CNN_MODELS, create_model, num_params, uses_matmul_attention
 
 # %% auto #0
-__all__ = ['PRECISION_DTYPES', 'resolve_device', 'cpu_has_bf16', 'resolve_precision', 'autocast_ctx', 'time_step',
-           'choose_cpu_precision', 'act_bytes', 'gpt_memory', 'device_budget', 'plan_batch', 'LiveTensorMemory',
-           'measure_step_peak', 'measure_step_rss', 'measure_matmul_flops', 'device_name', 'peak_flops', 'mfu',
-           'resource_report', 'dist_env', 'is_distributed', 'init_distributed']
+__all__ = ['PRECISION_DTYPES', 'OPTIMIZER_STATE_BYTES', 'RNN_MEMORY', 'resolve_device', 'cpu_has_bf16', 'resolve_precision',
+           'autocast_ctx', 'time_step', 'choose_cpu_precision', 'act_bytes', 'gpt_memory', 'parse_bytes', 'cgroup_free',
+           'available_memory', 'device_budget', 'plan_batch', 'LiveTensorMemory', 'measure_model_peak',
+           'measure_step_peak', 'measure_step_rss', 'rnn_memory', 'cnn_memory', 'model_memory', 'planner_check',
+           'measure_matmul_flops', 'device_name', 'peak_flops', 'mfu', 'resource_report', 'dist_env', 'is_distributed',
+           'init_distributed', 'plan_run', 'ResourceError', 'memory_message', 'check_memory', 'confirm_plan',
+           'is_out_of_memory', 'oom_guard']
 
 # %% ../nbs/05_resources.ipynb #3fcb5519
 def resolve_device(device='auto') -> torch.device:
@@ -88,7 +91,9 @@ def gpt_memory(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') 
     with torch.device('meta'): P = sum(p.numel() for p in GPT(c).parameters())
     a, C, V, L, T = act_bytes(precision), c.n_embd, c.vocab_size, c.n_layer, c.block_size
     tokens = micro_batch * T
-    per_token = L * ((8 + 14 * a) * C + (2 * C if c.dropout > 0 else 0)) + (4 + a) * C + 4 * V
+    mlp = (2 if c.mlp == 'gelu' else 4) * a * c.hidden        # MLP hidden kept for the backward (SwiGLU: gate and up, silu, product)
+    llama = (2 * (4 + (a == 2)) * C if c.norm == 'rmsnorm' else 0) + (3 * a * C if c.pos_emb == 'rope' and a == 4 else 0)   # measured: RMSNorm's normalised copies, RoPE's rotated q, k
+    per_token = L * ((8 + 6 * a) * C + mlp + llama + (2 * C if c.dropout > 0 else 0)) + (4 + a) * C + 4 * V
     saved = (a + (a + 1) * (c.dropout > 0)) if uses_matmul_attention(device, PRECISION_DTYPES[precision], T) else 0   # bytes per T×T weight kept
     m = dict(params=4 * P, grads=4 * P, optimizer=8 * P, weight_copies=0 if a == 4 else 2 * P,
              activations=tokens * per_token, attention_weights=L * micro_batch * c.n_head * T * T * saved,
@@ -96,17 +101,64 @@ def gpt_memory(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') 
     m['peak'] = sum(m.values())
     return m
 
+# %% ../nbs/05_resources.ipynb #85e065d1
+_UNITS = {'': 1, 'b': 1, 'k': 2**10, 'kb': 10**3, 'kib': 2**10, 'm': 2**20, 'mb': 10**6, 'mib': 2**20,
+          'g': 2**30, 'gb': 10**9, 'gib': 2**30, 't': 2**40, 'tb': 10**12, 'tib': 2**40}
+
+def parse_bytes(s) -> int:
+    "An amount of memory, `'6GB'`, `'6GiB'`, `'512MiB'` or a number of bytes, as an int."
+    import re
+    m = re.fullmatch(r'\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*', str(s))
+    if not m or m[2].lower() not in _UNITS:
+        raise ConfigError(f"{s!r} is not an amount of memory; write e.g. 6GB, 6GiB, 512MiB or a number of bytes")
+    return int(float(m[1]) * _UNITS[m[2].lower()])
+
+def _read_int(path):
+    try: v = Path(path).read_text().split()[0]
+    except (OSError, IndexError): return None
+    return int(v) if v.isdigit() else None
+
+def _reclaimable(stat_file, key) -> int:
+    "The page cache the kernel drops before it refuses memory (`inactive_file` of a cgroup's memory.stat)."
+    try: return next(int(l.split()[1]) for l in open(stat_file) if l.split()[0] == key)
+    except (OSError, StopIteration, ValueError, IndexError): return 0
+
+def cgroup_free(proc='/proc/self/cgroup', root='/sys/fs/cgroup') -> int | None:
+    "Bytes this process's control group can still take: cgroup v2 `memory.max` − `memory.current`, v1 `memory.limit_in_bytes` − `memory.usage_in_bytes` (less reclaimable page cache); None without a limit."
+    try: lines = Path(proc).read_text().splitlines()
+    except OSError: return None
+    root, free = Path(root), []
+    for line in lines:
+        _, ctrl, rel = line.split(':', 2)
+        rel = rel.lstrip('/')
+        if ctrl == '':                                           # v2: the unified hierarchy
+            for d in {root/rel, root}:
+                lim, cur = _read_int(d/'memory.max'), _read_int(d/'memory.current')    # 'max' (no limit) reads as None
+                if lim is not None and cur is not None: free.append(lim - cur + _reclaimable(d/'memory.stat', 'inactive_file'))
+        elif 'memory' in ctrl.split(','):                        # v1: the memory controller's own tree
+            for d in {root/'memory'/rel, root/'memory'}:
+                lim, cur = _read_int(d/'memory.limit_in_bytes'), _read_int(d/'memory.usage_in_bytes')
+                if lim is not None and cur is not None and lim < 2**60:          # v1 writes "no limit" as ~2**63
+                    free.append(lim - cur + _reclaimable(d/'memory.stat', 'total_inactive_file'))
+    return max(0, min(free)) if free else None
+
+def available_memory(device) -> int:
+    "Bytes `device` can still give a run: `$LLMTRAIN_MEMORY_LIMIT` when set; CUDA's free memory; MPS's recommended maximum less what it holds; on the CPU `MemAvailable`, or the control group's room when that is smaller."
+    device = torch.device(device)
+    if os.environ.get('LLMTRAIN_MEMORY_LIMIT'): return parse_bytes(os.environ['LLMTRAIN_MEMORY_LIMIT'])
+    if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
+    if device.type == 'mps': return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
+    avail = None
+    try: avail = next(int(l.split()[1]) * 1024 for l in open('/proc/meminfo') if l.startswith('MemAvailable:'))
+    except (OSError, StopIteration, ValueError):
+        with contextlib.suppress(ValueError, OSError, AttributeError): avail = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    known = [v for v in (avail, cgroup_free()) if v is not None]
+    return min(known) if known else 8 * 2**30
+
 # %% ../nbs/05_resources.ipynb #fe4a64e1
 def device_budget(device) -> int:
-    "Bytes a run may use on `device`: 90% of free CUDA memory; on the CPU, 90% of available RAM."
-    device = torch.device(device)
-    if device.type == 'cuda':
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(0.9 * free)
-    try:
-        import os
-        return int(0.9 * os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE'))
-    except (ValueError, OSError, AttributeError): return 8 * 2**30
+    "Bytes a run may use on `device`: 90% of `available_memory` (a margin for the allocator's fragmentation and the framework's workspace)."
+    return int(0.9 * available_memory(device))
 
 def plan_batch(c: GPTConfig, budget: int, precision='bf16', tokens_per_step=None, max_micro_batch=1024, device='cuda') -> dict:
     "Largest power-of-two micro-batch within `budget` bytes, and accumulation steps for `tokens_per_step`."
@@ -148,30 +200,42 @@ class LiveTensorMemory(TorchDispatchMode):
         return out
 
 # %% ../nbs/05_resources.ipynb #2c9320f1
+def _steps(m, batch, precision, device, mode=contextlib.nullcontext(), n=2) -> int:
+    "Run `n` AdamW training steps of `m` on `batch` under `mode`; return the parameters' bytes."
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
+    with mode:
+        for _ in range(n):
+            with autocast_ctx(precision, device): loss = m(*batch)[1]
+            loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    return sum(p.numel() * p.element_size() for p in m.parameters())
+
 def _two_steps(c: GPTConfig, micro_batch, precision, device, mode=contextlib.nullcontext()) -> int:
     "Run two AdamW training steps of a fresh GPT under `mode`; return the parameters' bytes."
     g = torch.Generator(device).manual_seed(0)
     m = GPT(c).to(device)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
     x = torch.randint(0, c.vocab_size, (micro_batch, c.block_size), device=device, generator=g)
-    with mode:
-        for _ in range(2):
-            with autocast_ctx(precision, device): loss = m(x, x)[1]
-            loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-    return sum(p.numel() * p.element_size() for p in m.parameters())
+    return _steps(m, (x, x), precision, device, mode)
 
-def measure_step_peak(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') -> int:
-    "Measured peak bytes of two AdamW training steps of a GPT with config `c`: the CUDA allocator's peak, or on the CPU the live-tensor peak (`LiveTensorMemory`) plus the parameters."
+def measure_model_peak(model, batch, precision='fp32', device='cpu') -> int:
+    "Measured peak bytes of two AdamW training steps of `model` on `batch` (any model with the `(logits, loss)` interface): the CUDA allocator's peak, or on the CPU the live-tensor peak (`LiveTensorMemory`) plus the parameters."
     device = torch.device(device)
     if device.type == 'cuda':
         torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
-        _two_steps(c, micro_batch, precision, device)
+        _steps(model.to(device), tuple(t.to(device) for t in batch), precision, device)
         torch.cuda.synchronize(device); peak = torch.cuda.max_memory_allocated(device)
         torch.cuda.empty_cache()
         return peak
-    if device.type != 'cpu': raise LLMTrainError(f"measure_step_peak measures on cuda or cpu, not {device.type}")
+    if device.type != 'cpu': raise LLMTrainError(f"measuring a step's peak works on cuda or cpu, not {device.type}")
     mem = LiveTensorMemory(device)
-    return _two_steps(c, micro_batch, precision, device, mem) + mem.peak
+    return _steps(model, batch, precision, device, mem) + mem.peak
+
+def measure_step_peak(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') -> int:
+    "Measured peak bytes of two AdamW training steps of a GPT with config `c` (`measure_model_peak` of a fresh model on random tokens)."
+    device = torch.device(device)
+    if device.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)   # the model and batch count too
+    g = torch.Generator(device).manual_seed(0)
+    x = torch.randint(0, c.vocab_size, (micro_batch, c.block_size), device=device, generator=g)
+    return measure_model_peak(GPT(c).to(device), (x, x), precision, device)
 
 # %% ../nbs/05_resources.ipynb #c23d46e2
 def _proc_bytes(field) -> int:
@@ -196,6 +260,119 @@ def measure_step_rss(c: GPTConfig, micro_batch: int, precision='fp32'):
                        env={**os.environ, 'OMP_NUM_THREADS': '1'})
     if r.returncode: raise LLMTrainError(f"measuring in a fresh process failed: {r.stderr[-500:]}")
     return int(r.stdout.split()[-1])
+
+# %% ../nbs/05_resources.ipynb #eb13eea6
+OPTIMIZER_STATE_BYTES = {'adamw': 8, 'adam': 8, 'adamw-scratch': 8, 'adam-scratch': 8, 'sgd': 4, 'momentum': 4, 'nesterov': 4, 'gd': 0}
+
+RNN_MEMORY = {  # activation bytes per token: per layer × width, per width, per vocabulary entry (fitted to CPU steps, bench/memory_cpu.py)
+    ('rnn', 4): (4.1, 20.2, 11.2), ('rnn', 2): (2.5, 6.7, 10.5), ('lstm', 4): (53.6, 25.9, 11.1),
+    ('lstm', 2): (31.1, 30.1, 9.7), ('gru', 4): (19.5, 46.5, 10.1), ('gru', 2): (9.7, 23.0, 9.7)}
+
+def _static(P, a, trainable=None) -> dict:
+    "Weights, gradients, AdamW's moments and autocast's low-precision weight copies for `P` parameters."
+    trainable = P if trainable is None else trainable
+    return dict(params=4 * P, grads=4 * trainable, optimizer=8 * trainable, weight_copies=0 if a == 4 else 2 * P)
+
+def rnn_memory(c: RNNConfig, micro_batch: int, precision='fp32') -> dict:
+    "Predicted bytes of an `RNNLM` training step with AdamW: static parts, and activations from the per-token costs in `RNN_MEMORY`."
+    with torch.device('meta'): P = sum(p.numel() for p in RNNLM(c).parameters())
+    a = act_bytes(precision)
+    per_layer, per_width, per_vocab = RNN_MEMORY[c.cell, a]
+    m = _static(P, a) | dict(activations=int(micro_batch * c.block_size * (c.n_layer * per_layer * c.n_embd + per_width * c.n_embd + per_vocab * c.vocab_size)))
+    m['peak'] = sum(m.values())
+    return m
+
+@functools.lru_cache(maxsize=64)
+def _cnn_probe(model: str, n_classes: int, image_shape: tuple, precision: str, dropout: float) -> tuple:
+    "Measured live-tensor peaks of two AdamW steps of the CNN at micro-batches 2 and 4 on the CPU (a tiny probe), and its parameters."
+    from llmtrain.core import TrainConfig
+    torch_state = torch.get_rng_state()
+    try:
+        m = create_model(TrainConfig(model=model, dropout=dropout), n_classes, image_shape)
+        peaks = []
+        for b in (2, 4):
+            x, y = torch.zeros(b, *image_shape), torch.zeros(b, dtype=torch.long)
+            peaks.append(measure_model_peak(copy.deepcopy(m), (x, y), precision, 'cpu'))
+    finally: torch.set_rng_state(torch_state)
+    return peaks[0], peaks[1], sum(p.numel() for p in m.parameters())
+
+def cnn_memory(model: str, n_classes: int, image_shape, micro_batch: int, precision='fp32', dropout=0.25) -> dict:
+    "Predicted bytes of a training step of the CNN `model` (seed_cnn | strong_cnn) with AdamW: a measured probe at micro-batches 2 and 4, extrapolated linearly."
+    a = act_bytes(precision)
+    p2, p4, P = _cnn_probe(model, n_classes, tuple(image_shape), 'fp32' if a == 4 else 'bf16', float(dropout))
+    m = _static(P, a)
+    m['activations'] = max(0, int(p2 + (micro_batch - 2) * (p4 - p2) / 2) - sum(m.values()))
+    m['peak'] = sum(m.values())
+    return m
+
+# %% ../nbs/05_resources.ipynb #1bfdaab7
+_META_LOCK = threading.RLock()
+
+@contextlib.contextmanager
+def _meta_build():
+    "Build modules on the meta device with `torch.nn.init`'s initialisers skipped for meta tensors, and RoPE's tables left empty: they allocate nothing there but cost milliseconds each (the tables' `arange` on meta even imports torch._dynamo, seconds). Real tensors, in any thread, are initialised as usual."
+    import llmtrain.models as models
+    init, rope = torch.nn.init, models.rope_angles
+    def skip_meta(f):
+        def g(*a, **k):
+            t = a[0] if a else k.get('tensor')
+            return t if isinstance(t, torch.Tensor) and t.is_meta else f(*a, **k)
+        return g
+    with _META_LOCK:
+        saved = {n: getattr(init, n) for n in dir(init) if n.endswith('_') and not n.startswith('_')}
+        try:
+            for n, f in saved.items(): setattr(init, n, skip_meta(f))
+            models.rope_angles = lambda head_dim, max_len, *a, **k: (torch.empty(max_len, head_dim // 2),) * 2
+            with torch.device('meta'): yield
+        finally:
+            for n, f in saved.items(): setattr(init, n, f)
+            models.rope_angles = rope
+
+def _linear_in_layers(f, cfg) -> dict:
+    "`f(cfg)`, a dict of numbers linear in `cfg.n_layer`, from its values at one and two layers: a deep model costs two shallow meta builds."
+    if cfg.n_layer <= 2 or cfg.model in CNN_MODELS: return f(cfg)
+    one, two = f(dataclasses.replace(cfg, n_layer=1)), f(dataclasses.replace(cfg, n_layer=2))
+    return {k: one[k] + (cfg.n_layer - 1) * (two[k] - one[k]) for k in one}
+
+def model_memory(cfg, vocab_size: int, image_shape=None, micro_batch=None, precision='fp32', device='cpu', world=1) -> dict:
+    "Predicted bytes on one of `world` processes of a training step of the model `cfg` (a `TrainConfig`) names, any family: weights, gradients (of trainable parameters), `cfg.optimizer`'s state, activations, batches held on the device, sharding or DDP buckets, and the `peak`."
+    B, device = micro_batch or cfg.batch_size, torch.device(device)
+    def one(c):
+        with _meta_build():
+            m = create_model(c, vocab_size, image_shape)
+            P = sum(p.numel() for p in m.parameters())
+            trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
+            if isinstance(m, GPT): r = gpt_memory(m.config, B, precision, device)
+            elif isinstance(m, RNNLM): r = rnn_memory(m.config, B, precision)
+        if c.model in CNN_MODELS: r = cnn_memory(c.model, vocab_size, image_shape or (1, 28, 28), B, precision, c.dropout)
+        r = {k: v for k, v in r.items() if k != 'peak'} | _static(P, act_bytes(precision), trainable)
+        state = OPTIMIZER_STATE_BYTES[c.optimizer] if c.optimizer != 'sgd' or c.momentum > 0 else 0
+        return r | dict(optimizer=state * trainable)
+    r = _linear_in_layers(one, cfg)
+    if world > 1 and cfg.distributed == 'fsdp':                   # FSDP2: every process holds 1/world of the static state ...
+        for k in ('params', 'grads', 'optimizer', 'weight_copies'): r[k] = math.ceil(r[k] / world)
+        r['gathered'] = 2 * r['params'] * world // max(cfg.n_layer, 1)     # ... and one gathered block with its gradients
+    elif world > 1: r['ddp_buckets'] = r['grads']                  # DDP copies gradients into its all-reduce buckets
+    if cfg.model in CNN_MODELS: r['data'] = cfg.grad_accum * B * 4 * math.prod(image_shape or (1, 28, 28))
+    else: r['data'] = (cfg.eval_iters * world + cfg.grad_accum) * B * (cfg.block_size + 1) * 8   # eval batches + a step's micro-batches, int64
+    r['peak'] = sum(r.values())
+    return r
+
+# %% ../nbs/05_resources.ipynb #bd88ca93
+def planner_check(cfg, vocab_size: int, image_shape=None, precision='fp32', device='cpu') -> dict:
+    "The planner's predicted peak of a training step of `cfg`'s model at `cfg.batch_size` (batches left out) against the measured one (`measure_model_peak`: two AdamW steps on random data)."
+    device = torch.device(device)
+    bd = model_memory(cfg, vocab_size, image_shape, cfg.batch_size, precision, device, 1)
+    g = torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0); m = create_model(cfg, vocab_size, image_shape)
+    B = cfg.batch_size
+    if cfg.model in CNN_MODELS: batch = (torch.rand(B, *image_shape, generator=g), torch.randint(0, vocab_size, (B,), generator=g))
+    else: batch = (x := torch.randint(0, vocab_size, (B, cfg.block_size), generator=g), x)
+    if device.type == 'cuda': torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats(device)
+    measured = measure_model_peak(m.to(device), tuple(t.to(device) for t in batch), precision, device)
+    predicted = bd['peak'] - bd['data']
+    return dict(predicted=predicted, measured=measured, error=predicted / measured - 1)
 
 # %% ../nbs/05_resources.ipynb #3b8474c9
 def measure_matmul_flops(device='cpu', dtype=torch.float32, n=None, iters=None) -> float:
@@ -281,3 +458,187 @@ def init_distributed(device: torch.device) -> torch.device:
     if not dist.is_initialized():
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo', device_id=device if device.type == 'cuda' else None)
     return device
+
+# %% ../nbs/05_resources.ipynb #2c1770d4
+def _plan_precisions(cfg, device) -> list:
+    "The precisions a run may train in: `cfg.precision`, or for auto the policy's choice (on a CPU with native bf16, either)."
+    if cfg.precision != 'auto': return [cfg.precision]
+    if device.type == 'cpu': return ['fp32', 'bf16'] if cpu_has_bf16() else ['fp32']
+    return ['bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported(including_emulation=False) else
+            ('fp16' if device.type == 'cuda' else 'fp32')]
+
+def _divisor_at_most(n: int, limit: int) -> int:
+    "The largest divisor of `n` that is at most `limit` (0 when `limit` < 1)."
+    pairs = (x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d))   # O(√n), for huge batches too
+    return max((d for d in pairs if d <= limit), default=0)
+
+def _smaller_shapes(cfg, peak1, budget) -> list:
+    "Settings under which micro-batch 1 fits `budget`: bf16, fewer layers (width kept) or a narrower model (depth kept)."
+    out = []
+    if cfg.model in CNN_MODELS: return out
+    if cfg.precision in ('auto', 'fp32') and peak1(dataclasses.replace(cfg, precision='bf16')) <= budget: out.append('precision=bf16')
+    if cfg.n_layer > 1:
+        one, two = peak1(dataclasses.replace(cfg, n_layer=1)), peak1(dataclasses.replace(cfg, n_layer=2))
+        L = int((budget - one) // max(two - one, 1)) + 1 if one <= budget else 0
+        if L >= 1: out.append(f'n_layer={min(L, cfg.n_layer - 1)}')
+    widths, C = [], cfg.n_embd // 2                              # halvings that still split into n_head heads
+    while C >= 1 and (cfg.model != 'gpt' or C % cfg.n_head == 0): widths.append(C); C //= 2
+    def fits(C):
+        try: return peak1(dataclasses.replace(cfg, n_embd=C)) <= budget
+        except ConfigError: return False                          # e.g. RoPE's head size became odd
+    lo, hi = 0, len(widths)                                       # bisect: the widest halving that fits (fitting is monotone)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(widths[mid]): hi = mid
+        else: lo = mid + 1
+    if lo < len(widths) and fits(widths[lo]): out.append(f'n_embd={widths[lo]}' + (f' n_head={cfg.n_head}' if cfg.model == 'gpt' else ''))
+    return out
+
+def plan_run(cfg, vocab_size: int, image_shape=None, device=None, world=None, budget=None, resident_bytes=0) -> dict:
+    "The memory plan of the run `cfg` describes, before anything is allocated: the predicted peak at its micro-batch (or the one `batch_size=auto` picks for `tokens_per_step`), the budget, whether it fits, the largest micro-batch that does and the `grad_accum` that keeps the step's size. `resident_bytes`: a data set the run copies to an accelerator whole (image sets)."
+    device = torch.device(device) if device is not None else resolve_device(cfg.device)
+    world = world or dist_env()[2]
+    avail = available_memory(device)
+    if device.type == 'cpu': avail //= int(os.environ.get('LOCAL_WORLD_SIZE', 1))   # torchrun's processes on one machine share its memory
+    budget = int(0.9 * avail) if budget is None else budget
+    if device.type != 'cpu': budget -= resident_bytes                # on the CPU the data set is already in memory
+    precs = _plan_precisions(cfg, device)
+    lines = {p: [model_memory(cfg, vocab_size, image_shape, k, p, device, world)['peak'] for k in (1, 2)] for p in precs}
+    def peak(b): return max(m1 + (b - 1) * (m2 - m1) for m1, m2 in lines.values())   # every term is linear in the micro-batch
+    def peak1(c): return max(model_memory(c, vocab_size, image_shape, 1, p, device, world)['peak'] for p in _plan_precisions(c, device))
+    p1, per = peak(1), max(peak(2) - peak(1), 1)
+    largest = int((budget - (p1 - per)) // per) if p1 <= budget else 0
+    auto, unit = cfg.batch_size == 'auto', 1 if cfg.model in CNN_MODELS else cfg.block_size
+    seqs = math.ceil(cfg.tokens_per_step / (unit * world)) if auto else cfg.batch_size * cfg.grad_accum   # per process and step
+    if auto: b = _divisor_at_most(seqs, largest)
+    else: b = cfg.batch_size
+    plan = dict(device=str(device), precision=max(precs, key=lambda p: lines[p][0] + ((b or 1) - 1) * (lines[p][1] - lines[p][0])),
+                auto=auto, micro_batch=b, grad_accum=seqs // b if auto and b else cfg.grad_accum, sequences_per_step=seqs,
+                world=world, vocab_size=vocab_size, image_shape=image_shape, available=avail, budget=budget, resident_bytes=resident_bytes if device.type != 'cpu' else 0, largest_micro_batch=largest, min_peak=p1)
+    plan['peak'] = peak(b) if b else p1
+    plan['breakdown'] = model_memory(cfg, vocab_size, image_shape, b or 1, plan['precision'], device, world)
+    plan['fits'] = bool(b) and plan['peak'] <= budget
+    plan['shapes'] = [] if largest else _smaller_shapes(cfg, peak1, budget)
+    return plan
+
+# %% ../nbs/05_resources.ipynb #a1af4c36
+class ResourceError(LLMTrainError, MemoryError):
+    "A run does not fit in its device's memory: predicted before it allocates, or out of memory during a step; the message names the setting to lower."
+
+def _gib(n) -> str:
+    "Bytes for a message: MiB below a tenth of a GiB, GiB with two decimals up to 100, then whole GiB."
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 / 10 else f"{n / 2**30:.2f} GiB" if n < 100 * 2**30 else f"{n / 2**30:,.0f} GiB"
+
+def memory_message(cfg, plan) -> str:
+    "One line on why the run described by `cfg` does not fit, as `plan_run` found, and what would."
+    bd, b, k, seqs = plan['breakdown'], plan['micro_batch'] or 1, plan['grad_accum'], plan['sequences_per_step']
+    static = sum(bd.get(x, 0) for x in ('params', 'grads', 'optimizer', 'weight_copies', 'gathered', 'ddp_buckets'))
+    what = f"model={cfg.model} n_layer={cfg.n_layer} n_embd={cfg.n_embd}" if cfg.model not in CNN_MODELS else f"model={cfg.model}"
+    head = (f"The run does not fit in memory: predicted peak {_gib(plan['peak'])} ({what}, micro-batch {b}, {plan['precision']}: "
+            f"weights, gradients and optimizer state {_gib(static)}, activations {_gib(plan['peak'] - static - bd['data'])}, batches {_gib(bd['data'])}"
+            f"{', plus the data set ' + _gib(plan['resident_bytes']) if plan['resident_bytes'] else ''}) "
+            f"against {_gib(plan['available'])} available on {plan['device']}{' (LLMTRAIN_MEMORY_LIMIT)' if os.environ.get('LLMTRAIN_MEMORY_LIMIT') else ''} "
+            f"(budget {_gib(plan['budget'])}). ")
+    L = plan['largest_micro_batch']
+    if L >= 1:
+        d = _divisor_at_most(seqs, L)
+        unit, what_ = (1, 'images') if cfg.model in CNN_MODELS else (cfg.block_size, 'sequences')
+        fix = (f"use batch_size={d} grad_accum={seqs // d} (the same {seqs} {what_} per step)" if d * 2 > L else
+               f"use batch_size={L} grad_accum={math.ceil(seqs / L)} (about the same {seqs} {what_} per step)")
+        tail = (f"The largest micro-batch that fits is {L}: {fix}, or batch_size=auto tokens_per_step={seqs * unit * plan['world']}")
+    else:
+        alt = ', or '.join(plan['shapes']) or 'a smaller model'
+        tail = f"Even micro-batch 1 needs {_gib(plan['min_peak'])}; what fits: {alt}"
+    return head + tail + "; memory_check=warn or off runs it anyway"
+
+def check_memory(cfg, vocab_size: int, image_shape=None, device=None, world=None, resident_bytes=0) -> tuple:
+    "Consult the planner before a run allocates: `(cfg, plan)`, with `batch_size=auto` resolved in `cfg`; a run that does not fit raises `ResourceError` (`memory_check=error`), warns (`warn`) or goes on (`off`)."
+    if cfg.memory_check == 'off' and cfg.batch_size != 'auto': return cfg, None
+    plan = plan_run(cfg, vocab_size, image_shape, device, world, resident_bytes=resident_bytes)
+    if plan['auto']:
+        if not plan['micro_batch']: raise ResourceError(memory_message(cfg, plan).replace('; memory_check=warn or off runs it anyway', ''))
+        choice = [plan['micro_batch'], plan['grad_accum']]
+        if is_distributed(): dist.broadcast_object_list(choice, src=0)     # every process trains with rank 0's choice
+        cfg = dataclasses.replace(cfg, batch_size=choice[0], grad_accum=choice[1])
+        if dist_env()[0] == 0:
+            print(f"batch_size=auto: micro-batch {cfg.batch_size} x grad_accum {cfg.grad_accum} for tokens_per_step={cfg.tokens_per_step} "
+                  f"(predicted peak {_gib(plan['peak'])} of a {_gib(plan['budget'])} budget on {plan['device']})", flush=True)
+    elif not plan['fits']:
+        msg = memory_message(cfg, plan)
+        if cfg.memory_check == 'error': raise ResourceError(msg)
+        if cfg.memory_check == 'warn': warnings.warn(msg, UserWarning, stacklevel=2)
+    return cfg, plan
+
+# %% ../nbs/05_resources.ipynb #86d72da2
+def _first_step_peak(t) -> int:
+    "Measured peak bytes of one forward and backward of trainer `t`'s model on its next micro-batch, leaving the model, its gradients, the sampler and the RNGs as they were."
+    state = t.train_batches.state_dict()
+    batch = next(t.train_batches)
+    t.train_batches.load_state_dict(state)
+    m, dev = t.raw_model, t.device
+    buffers = {k: v.clone() for k, v in m.named_buffers()}        # batch norm's running statistics
+    params = sum(p.numel() * p.element_size() for p in m.parameters())
+    try:
+        with torch.random.fork_rng(devices=[dev] if dev.type == 'cuda' else []):
+            if dev.type == 'cuda':
+                torch.cuda.synchronize(dev); base = torch.cuda.memory_allocated(dev); torch.cuda.reset_peak_memory_stats(dev)
+                with autocast_ctx(t.precision, dev): m(*batch)[1].backward()
+                torch.cuda.synchronize(dev); return torch.cuda.max_memory_allocated(dev) - base + params
+            mem = LiveTensorMemory(dev)
+            with mem:
+                with autocast_ctx(t.precision, dev): m(*batch)[1].backward()
+            return mem.peak + params
+    finally:                                                      # also after an out-of-memory error
+        m.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for k, v in m.named_buffers(): v.copy_(buffers[k])
+
+def confirm_plan(trainer, plan, margin=0.2):
+    "For `batch_size=auto`: measure the first micro-batch's forward and backward; while it exceeds the plan by more than `margin`, back off one power of two (more accumulation, the same step) and say so. Returns the trainer."
+    t = trainer
+    if not plan or not plan['auto'] or t.world > 1: return t       # under torchrun each process planned the same; measuring is rank-local
+    seqs = plan['sequences_per_step']
+    while True:
+        try: measured = _first_step_peak(t)
+        except Exception as e:                                    # out of memory on the first micro-batch: over any plan
+            if not is_out_of_memory(e) or t.cfg.batch_size == 1: raise
+            measured = math.inf
+        bd = model_memory(t.cfg, plan['vocab_size'], plan['image_shape'], t.cfg.batch_size, t.precision, t.device, 1)
+        expected = bd['peak'] - bd['optimizer'] - bd['data']     # no optimizer state yet; the batches exist already
+        b = t.cfg.batch_size
+        if measured <= (1 + margin) * expected or b == 1: break
+        nb = _divisor_at_most(seqs, b // 2)
+        got = 'ran out of memory' if measured == math.inf else f'measured {_gib(measured)}'
+        print(f"batch_size=auto: the first micro-batch of {b} {got}, over the plan's {_gib(expected)} by more than "
+              f"{margin:.0%}; backing off to micro-batch {nb} x grad_accum {seqs // nb}", flush=True)
+        t.cfg = dataclasses.replace(t.cfg, batch_size=nb, grad_accum=seqs // nb)
+        t.train_batches.batch_size = nb
+    t.memory_plan = dict(plan, measured_first_step=measured, expected_first_step=expected)
+    return t
+
+# %% ../nbs/05_resources.ipynb #6da9a95b
+_OOM_TEXT = ("can't allocate memory", 'not enough memory', 'DefaultCPUAllocator', 'out of memory', 'Cannot allocate memory')
+
+def is_out_of_memory(e: BaseException) -> bool:
+    "Whether `e` is an out-of-memory error: CUDA's `OutOfMemoryError`, or a `RuntimeError` from the CPU (or MPS) allocator."
+    if isinstance(e, ResourceError): return False
+    if isinstance(e, (torch.OutOfMemoryError, MemoryError)): return True
+    return isinstance(e, RuntimeError) and any(s in str(e) for s in _OOM_TEXT)
+
+@contextlib.contextmanager
+def oom_guard(trainer):
+    "Turn an out-of-memory error raised inside `with` (a step, an evaluation) into a `ResourceError` naming the settings to lower; the last checkpoint is left as it was."
+    try: yield
+    except Exception as e:
+        if not is_out_of_memory(e): raise
+        t, cfg = trainer, trainer.cfg
+        ck = t.run_dir/'ckpt.pt' if t.run_dir is not None else None
+        last = (f"the last checkpoint {ck} is intact: after the change, llmtrain train --resume {t.run_dir}" if ck is not None and ck.is_file()
+                else "no checkpoint had been written yet")
+        b, k = cfg.batch_size, cfg.grad_accum
+        fix = (f"batch_size={b // 2} grad_accum={2 * k} (the same step)" if b > 1 and b % 2 == 0 else f"batch_size={max(1, b // 2)}")
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        if t.device.type == 'cuda': torch.cuda.empty_cache()
+        raise ResourceError(f"Out of memory on {t.device} at iteration {t.iter} (micro-batch {b}, block_size {cfg.block_size}, {t.precision}): "
+                            f"lower the micro-batch, e.g. {fix}, or block_size, or let the planner pick it (batch_size=auto "
+                            f"tokens_per_step=...); {last}. [{type(e).__name__}: {first}]") from None

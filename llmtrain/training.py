@@ -19,6 +19,7 @@ from .models import create_model, flops_per_token, model_flops, CNN_MODELS
 from .optim import schedule_lr, configure_optimizer, lr_find
 from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops, PRECISION_DTYPES,
                                 device_name, init_distributed, is_distributed, dist_env, dist)
+from .resources import check_memory, confirm_plan, oom_guard
 from .evaluation import evaluate
 from .generation import generate_text
 
@@ -577,27 +578,31 @@ def plot_run(history, path=None, title=None):
 def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
     "A `Trainer` for a language model on `cfg.corpus`: random windows (or shuffled epochs, `cfg.sampler`) for training, fixed ones for evaluation."
     rank, _, world = dist_env()
+    plan = None
     if cfg.init_from:                                   # chapter 2b: a published model, trained on with its own tokenizer
         from llmtrain.pretrained import init_from_pretrained
         model, data = init_from_pretrained(cfg)
     else:
         data = prepare_data(cfg)
+        cfg, plan = check_memory(cfg, data.tokenizer.vocab_size, device=device)   # the memory planner (chapter 5), before the model and batches exist
         model = create_model(cfg, data.tokenizer.vocab_size)
     Sampler = SequentialWindows if cfg.sampler == 'sequential' else RandomWindows
     train_b = Sampler(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
     # evaluation batches of the global batch size, shared out whole among the processes: the same score on any world size
     eval_b = eval_windows(data.val, cfg.block_size, cfg.batch_size * world, cfg.eval_iters, seed=cfg.seed + 1, device=device)
-    return Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=data.tokenizer)
+    return confirm_plan(Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=data.tokenizer), plan)
 
 # %% ../nbs/06_training.ipynb #2b2a7fb2
 def image_trainer(cfg: TrainConfig, run_dir, device, callbacks=(), eval_batch_size=1000) -> Trainer:
     "A `Trainer` for an image classifier on the image set `cfg.corpus`, its data resident on `device` (each process's, under torchrun)."
     rank, _, world = dist_env()
     data = prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed)
+    cfg, plan = check_memory(cfg, data.n_classes, data.image_shape, device=device,   # the memory planner (chapter 5)
+                             resident_bytes=sum(t.nbytes for t in (*data.train, *data.val, *data.test)))
     model = create_model(cfg, data.n_classes, data.image_shape)
     x, y = (to_device(t, device) for t in data.train)
     train_b = ResidentBatches(x, y, cfg.batch_size, seed=cfg.seed, rank=rank, world=world)
-    t = Trainer(model, train_b, fixed_batches(*data.val, eval_batch_size, device), cfg, run_dir=run_dir, callbacks=callbacks)
+    t = confirm_plan(Trainer(model, train_b, fixed_batches(*data.val, eval_batch_size, device), cfg, run_dir=run_dir, callbacks=callbacks), plan)
     t.test_batches, t.image_info = fixed_batches(*data.test, eval_batch_size, device), (data.n_classes, data.image_shape)
     return t
 
@@ -621,10 +626,10 @@ def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
     t = make(cfg, run_dir, device, callbacks)
     if ck is not None: t.load_state_dict(load_checkpoint(ck))
     if t.is_main:
-        save_config(cfg, run_dir/'config.yaml')
+        save_config(t.cfg, run_dir/'config.yaml')              # t.cfg: with batch_size=auto resolved
         if t.tokenizer is not None: save_tokenizer(t.tokenizer, run_dir/'tokenizer.json')
         with atomic_write(run_dir/'environment.json') as f: f.write_text(json.dumps(environment(t), indent=1))
-    t.fit()
+    with oom_guard(t): t.fit()                            # out of memory in a step: a ResourceError naming what to lower
     finish_run(t)
     return t
 

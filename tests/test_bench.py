@@ -15,6 +15,7 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     assert all(t['tokens_per_s'] > 0 and 0 < t['mfu'] for t in res['train'])
     assert res['generation']['same_greedy_tokens']
     assert res['cnn']['s_per_epoch'] > 0
+    assert len(res['planner']) >= 2 and all(abs(x['error']) < 0.2 for x in res['planner'])   # the memory planner's rows
     assert 'llmtrain bench/gpu.py' in r.stdout
 
 def test_attention_bench_smoke(tmp_path):

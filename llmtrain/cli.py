@@ -11,7 +11,7 @@ from fastcore.script import Param, anno_parser, store_true
 from .core import LLMTrainError, ConfigError, load_config, TrainConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'generate_cmd', 'eval_cmd', 'main']
+__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'generate_cmd', 'eval_cmd', 'chat_cmd', 'serve_cmd', 'main']
 
 # %% ../nbs/10_cli.ipynb #37a25568
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
@@ -119,9 +119,59 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
     with atomic_write(Path(run)/'eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res
 
+# %% ../nbs/10_cli.ipynb #c4a1d9e1
+def chat_cmd(run: Param("run folder, e.g. runs/<name>", str) = None,
+             model: Param("a Hugging Face model folder (instead of --run)", str) = None,
+             system: Param("system message", str) = None,
+             temperature: Param("sampling temperature (0: greedy)", float) = 0.8,
+             top_p: Param("nucleus sampling: keep the most likely tokens up to this probability", float) = None,
+             max_tokens: Param("longest reply, in tokens", int) = 256,
+             seed: Param("random seed", int) = 0,
+             device: Param("device", str) = 'auto'):
+    "Talk to a trained model in the terminal: replies stream in; /reset, /system TEXT, /quit; Ctrl-C stops a reply."
+    from llmtrain.resources import resolve_device
+    from llmtrain.serve import load_chat_model, ChatSession, chat_loop
+    dev = resolve_device(device)
+    m, tok, name = load_chat_model(run, model, dev)
+    session = ChatSession(m, tok, system=system, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, device=dev)
+    print(f"chatting with {name} (context {session.block} tokens)")
+    chat_loop(session)
+    return session
+
+# %% ../nbs/10_cli.ipynb #c4a1d9e2
+def serve_cmd(run: Param("run folder, e.g. runs/<name>", str) = None,
+              model: Param("a Hugging Face model folder (instead of --run)", str) = None,
+              host: Param("address to bind (127.0.0.1: this machine only)", str) = '127.0.0.1',
+              port: Param("port (0: a free one)", int) = 8000,
+              api_key: Param("require this key as 'Authorization: Bearer KEY' on /v1", str) = None,
+              max_batch: Param("requests decoded together", int) = 16,
+              max_queue: Param("requests waiting beyond those (more get 429)", int) = 64,
+              name: Param("model name the API reports (default: the run folder's name)", str) = None,
+              device: Param("device", str) = 'auto'):
+    "Serve a trained model over OpenAI's HTTP API (/v1/chat/completions, /v1/completions, /v1/models) with a chat page at /."
+    import time
+    from llmtrain.resources import resolve_device
+    from llmtrain.serve import load_chat_model, Engine, create_app, ServerThread
+    dev = resolve_device(device)
+    m, tok, default = load_chat_model(run, model, dev)
+    srv = ServerThread(create_app(Engine(m, tok, max_batch=max_batch, max_queue=max_queue), name or default, api_key), host, port).start()
+    print(f"serving {name or default} at {srv.url} (OpenAI base_url {srv.url}/v1; chat page {srv.url}/)", flush=True)
+    try:
+        while srv.thread.is_alive(): time.sleep(0.5)
+    except KeyboardInterrupt: pass
+    finally: srv.stop()
+    return srv
+
 # %% ../nbs/10_cli.ipynb #16aa2abf
 from .analysis import sweep_cmd
-COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd}
+COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd,
+            'chat': chat_cmd, 'serve': serve_cmd}
+
+def _dashes(a: str) -> str:
+    "An option `--max-tokens[=v]` spelled as its parameter, `--max_tokens[=v]`."
+    if not a.startswith('--'): return a
+    k, eq, v = a.partition('=')
+    return '--' + k[2:].replace('-', '_') + eq + v
 
 def main(argv=None):
     "Entry point of the `llmtrain` console script."
@@ -133,6 +183,7 @@ def main(argv=None):
             print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr); sys.exit(2)
         return
     f = COMMANDS[argv[0]]
+    argv = [_dashes(a) for a in argv]                  # --api-key and --api_key alike
     args = anno_parser(f, prog=f'llmtrain {argv[0]}').parse_intermixed_args(argv[1:])   # key=value may follow options
     kw = {k: v for k, v in vars(args).items() if k in f.__code__.co_varnames}
     try: f(**kw)

@@ -52,6 +52,7 @@ class Engine:
         self.lens = torch.zeros(max_batch, dtype=torch.long, device=self.device)
         self.waiting, self.active = collections.deque(), []
         self.cv, self.thread, self.closed, self.held = threading.Condition(), None, False, False
+        self.prefilling = 0                                    # requests taken from the queue, not yet in a row
         self.stats = collections.Counter()
 
     def submit(self, req: Request) -> Request:
@@ -62,7 +63,7 @@ class Engine:
                            "Shorten it, or ask for truncation (truncate_prompt_tokens)", code='context_length_exceeded', param='messages')
         with self.cv:
             if self.closed: raise APIError("the server is shutting down", status=503, type='server_error', code='shutting_down')
-            if len(self.waiting) + len(self.active) >= self.max_batch + self.max_queue:
+            if len(self.waiting) + len(self.active) + self.prefilling >= self.max_batch + self.max_queue:
                 self.stats['rejected'] += 1
                 raise APIError(f"the server is busy ({self.max_batch} generating, {self.max_queue} waiting); retry later",
                                status=429, type='rate_limit_error', code='queue_full')
@@ -156,9 +157,12 @@ class Engine:
         while len(self.active) < self.max_batch:
             with self.cv:
                 if not self.waiting: break
-                req = self.waiting.popleft()
-            if req.cancelled: self._finish(req, 'cancelled'); continue
-            self._prefill(req)
+                req = self.waiting.popleft(); self.prefilling += 1
+            try:
+                if req.cancelled: self._finish(req, 'cancelled')
+                else: self._prefill(req)
+            finally:
+                with self.cv: self.prefilling -= 1
         n = len(self.active)
         if not n: return
         x = torch.tensor([[r.last] for r in self.active], device=self.device)

@@ -12,7 +12,7 @@ from .models import KVCache, RNNState
 
 # %% auto #0
 __all__ = ['top_k_filter', 'top_p_filter', 'filter_logits', 'sample_token', 'next_logits_fn', 'token_stream', 'generate_ids',
-           'cache_logit_error', 'decode_speed', 'StopText', 'generate_stream', 'generate_text', 'sample_stats',
+           'cache_logit_error', 'decode_speed', 'generate_stream', 'generate_text', 'StopText', 'sample_stats',
            'generation_panel']
 
 # %% ../nbs/09a_generation.ipynb #0d29428c
@@ -142,6 +142,30 @@ def _encode_prompt(tokenizer, prompt, device):
         raise ConfigError(f"the prompt {prompt!r} encodes to no tokens; give at least one character the tokenizer knows, e.g. '\\n'")
     return torch.tensor([ids], dtype=torch.long, device=device)
 
+def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
+                    stop=(), seed=0, device='cpu', use_cache=True) -> typing.Iterator[str]:
+    "Yield the text generated after `prompt` piece by piece: at most `max_new_tokens` tokens, ending before the first `stop` string."
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")
+    device = torch.device(device)
+    model = model.to(device)
+    idx = _encode_prompt(tokenizer, prompt, device)
+    eot = tokenizer.special_tokens.get('<|endoftext|>')
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = StopText(tokenizer, stop)
+    for tok in token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache):
+        t = int(tok[0, 0])
+        if t == eot: break
+        if piece := out.push(t): yield piece
+        if out.done: return
+    if piece := out.flush(): yield piece
+
+def generate_text(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
+                  stop=(), seed=0, device='cpu', use_cache=True) -> str:
+    "The text `generate_stream` yields, joined (the prompt not included)."
+    return ''.join(generate_stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, stop, seed, device, use_cache))
+
+# %% ../nbs/09a_generation.ipynb #5e7d0c21
 class StopText:
     "The text of generated ids, piece by piece as `push` gets them, ending before the first `stop` string (text that might still become one is held back)."
     def __init__(self, tokenizer, stop=()):
@@ -167,28 +191,6 @@ class StopText:
         piece, self.sent = text[self.sent:], len(text)
         return piece
 
-def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
-                    stop=(), seed=0, device='cpu', use_cache=True) -> typing.Iterator[str]:
-    "Yield the text generated after `prompt` piece by piece: at most `max_new_tokens` tokens, ending before the first `stop` string."
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")
-    device = torch.device(device)
-    model = model.to(device)
-    idx = _encode_prompt(tokenizer, prompt, device)
-    eot = tokenizer.special_tokens.get('<|endoftext|>')
-    gen = torch.Generator(device=device).manual_seed(seed)
-    out = StopText(tokenizer, stop)
-    for tok in token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache):
-        t = int(tok[0, 0])
-        if t == eot: break
-        if piece := out.push(t): yield piece
-        if out.done: return
-    if piece := out.flush(): yield piece
-
-def generate_text(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
-                  stop=(), seed=0, device='cpu', use_cache=True) -> str:
-    "The text `generate_stream` yields, joined (the prompt not included)."
-    return ''.join(generate_stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, stop, seed, device, use_cache))
 
 # %% ../nbs/09a_generation.ipynb #8e81d4a0
 @torch.no_grad()

@@ -284,7 +284,7 @@ $('reset').onclick=()=>{history=[];$('log').innerHTML='';$('status').textContent
 # %% ../nbs/09c_chat.ipynb #f949003d
 def create_app(engine: Engine, model_name='llmtrain', api_key=None, page_max_tokens=200, page_temperature=0.8):
     "A FastAPI app serving `engine` OpenAI's way: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, and the chat page at `/`; `api_key`: required as a Bearer token on /v1."
-    import asyncio
+    import asyncio, html
     from fastapi import FastAPI, Request as HTTPRequest
     from fastapi.responses import JSONResponse, HTMLResponse, StreamingResponse
     app = FastAPI(title='llmtrain', docs_url=None, redoc_url=None, openapi_url=None)
@@ -310,7 +310,7 @@ def create_app(engine: Engine, model_name='llmtrain', api_key=None, page_max_tok
 
     @app.get('/', response_class=HTMLResponse)
     async def page():
-        return CHAT_PAGE.replace('MODEL', model_name).replace('MAXTOK', str(page_max_tokens)).replace('TEMP', str(page_temperature))
+        return CHAT_PAGE.replace('MODEL', html.escape(model_name)).replace('MAXTOK', str(page_max_tokens)).replace('TEMP', str(page_temperature))
 
     @app.get('/v1/models')
     @takes_request

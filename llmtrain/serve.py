@@ -335,9 +335,14 @@ def create_app(engine: Engine, model_name='llmtrain', api_key=None, page_max_tok
             return f if f in ('stop', 'length') else 'stop'
         if not body.get('stream'):
             parts = []
+            check = time.monotonic() + 0.5
             try:
                 while True:
-                    piece, finish = await q.get()
+                    if time.monotonic() > check:                  # every half second: is the client still there?
+                        check = time.monotonic() + 0.5
+                        if await req.is_disconnected(): raise APIError("the client went away", status=499, code='client_closed')
+                    try: piece, finish = await asyncio.wait_for(q.get(), 0.5)
+                    except asyncio.TimeoutError: continue
                     if finish is not None: break
                     parts.append(piece)
             finally: r.cancel()

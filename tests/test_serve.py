@@ -114,6 +114,11 @@ def test_queue_full_and_disconnect(loaded):
             assert eng.stats['decode_rows'] < 100                              # far fewer than the 200 tokens asked for
         r = c.completions.create(model='tiny', prompt='b', max_tokens=5)       # and the server serves again
         assert r.usage.completion_tokens == 5
+        with pytest.raises(httpx.TimeoutException):                            # a non-streamed request whose client gives up
+            httpx.post(srv.url + '/v1/completions', json=dict(model='tiny', prompt='c', max_tokens=100), timeout=0.3)
+        t0 = time.time()
+        while (eng.active or eng.waiting) and time.time() - t0 < 10: time.sleep(0.02)
+        assert not eng.active and eng.stats['finish_cancelled'] == 3 and eng.stats['finish_length'] == 1
 
 def test_chat_page_in_chromium(loaded):
     "Headless Chromium: type a message, send it, the reply streams in (several chunks) and equals the API's greedy reply."

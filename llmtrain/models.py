@@ -271,7 +271,8 @@ class KVCache:
         "Write the new `k`, `v` at the current position (of each row); return the keys and values of all positions so far."
         if self.k is None:
             shape = (self.n_layer, k.size(0), k.size(1), self.max_len, k.size(3))
-            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+            new = k.new_zeros if torch.is_tensor(self.pos) else k.new_empty   # per-row: unwritten keys are masked, so must be finite
+            self.k, self.v = new(shape), new(shape)
         if torch.is_tensor(self.pos):                    # row b writes at pos[b]..pos[b]+T; rows past len(pos) are untouched
             B, T = k.size(0), k.size(2)
             rows, cols = torch.arange(B, device=k.device)[:, None], self.pos[:, None] + torch.arange(T, device=k.device)

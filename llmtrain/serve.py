@@ -191,7 +191,7 @@ class Engine:
         "The whole text `generate` yields."
         return ''.join(self.generate(ids, **kw))
 
-# %% ../nbs/09c_chat.ipynb #c2fc120a
+# %% ../nbs/09c_chat.ipynb #8ac7bdfe
 def engine_speed(model, tokenizer, prompts, max_tokens=48, max_batch=32) -> dict:
     "Serve every prompt (ids) at once through an `Engine` with `max_batch` slots: aggregate new tokens/s and p50/p99 latency (s); greedy."
     eng = Engine(model, tokenizer, max_batch=max_batch, max_queue=len(prompts))
@@ -207,7 +207,7 @@ def engine_speed(model, tokenizer, prompts, max_tokens=48, max_batch=32) -> dict
     return dict(max_batch=max_batch, requests=len(reqs), tokens=sum(r.n_out for r in reqs), seconds=wall,
                 tokens_per_s=sum(r.n_out for r in reqs) / wall, p50_s=statistics.median(lat), p99_s=lat[min(len(lat) - 1, int(0.99 * len(lat)))])
 
-# %% ../nbs/09c_chat.ipynb #6fac7a5a
+# %% ../nbs/09c_chat.ipynb #cfea6823
 def _num(body, key, default, lo, hi, kind=float, lo_open=False):
     "Field `key` of `body` as a number in [lo, hi] ((lo, hi] when `lo_open`), or `default`; 400 otherwise."
     v = body.get(key)
@@ -250,7 +250,7 @@ def prompt_ids(body: dict, engine: Engine, chat: bool) -> tuple[list[int], set]:
         ids = ids[-k:]
     return ids, set(stop_ids)
 
-# %% ../nbs/09c_chat.ipynb #55b52c03
+# %% ../nbs/09c_chat.ipynb #c30f8540
 CHAT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>llmtrain chat</title><style>
 body{font-family:system-ui,sans-serif;max-width:46em;margin:2em auto;padding:0 1em}#log div{white-space:pre-wrap;margin:.4em 0;padding:.4em;border-radius:.4em}
 .user{background:#e8f0fe}.assistant{background:#f1f3f4}#bar{display:flex;gap:.5em}#msg{flex:1}</style></head><body>
@@ -281,7 +281,7 @@ $('send').onclick=send; $('msg').addEventListener('keydown',e=>{if(e.key==='Ente
 $('reset').onclick=()=>{history=[];$('log').innerHTML='';$('status').textContent='';};
 </script></body></html>"""
 
-# %% ../nbs/09c_chat.ipynb #f949003d
+# %% ../nbs/09c_chat.ipynb #f180f59a
 def create_app(engine: Engine, model_name='llmtrain', api_key=None, page_max_tokens=200, page_temperature=0.8):
     "A FastAPI app serving `engine` OpenAI's way: `/v1/chat/completions`, `/v1/completions`, `/v1/models`, and the chat page at `/`; `api_key`: required as a Bearer token on /v1."
     import asyncio, html
@@ -376,7 +376,7 @@ def create_app(engine: Engine, model_name='llmtrain', api_key=None, page_max_tok
     app.state.engine = engine
     return app
 
-# %% ../nbs/09c_chat.ipynb #8545c7d7
+# %% ../nbs/09c_chat.ipynb #bebc58c5
 class ServerThread:
     "uvicorn serving `app` from a background thread on `host:port` (port 0: a free one); `.url` once started; a context manager."
     def __init__(self, app, host='127.0.0.1', port=0):
@@ -403,7 +403,7 @@ class ServerThread:
     def __enter__(self): return self.start()
     def __exit__(self, *a): self.stop()
 
-# %% ../nbs/09c_chat.ipynb #8fbf148b
+# %% ../nbs/09c_chat.ipynb #ca1c19f3
 class ChatSession:
     "A conversation with `model`: `reply(text)` yields the answer's pieces; the history is kept within the context (`dropped`: turns dropped for the last reply)."
     def __init__(self, model, tokenizer, template=None, system=None, temperature=0.8, top_p=None, max_tokens=256, seed=0, device='cpu'):
@@ -444,7 +444,7 @@ class ChatSession:
                 if piece := out.flush(): parts.append(piece); yield piece
         finally: self.history.append(dict(role='assistant', content=''.join(parts)))
 
-# %% ../nbs/09c_chat.ipynb #9893e26a
+# %% ../nbs/09c_chat.ipynb #74fa982f
 def chat_loop(session: ChatSession, read=input, write=print):
     "The terminal conversation around `session`: `/reset`, `/system TEXT`, `/quit` (or Ctrl-D); Ctrl-C stops a reply and keeps the session."
     write("llmtrain chat: /reset clears the conversation, /system TEXT sets the system message, /quit (or Ctrl-D) leaves; "
@@ -459,18 +459,19 @@ def chat_loop(session: ChatSession, read=input, write=print):
         if line.startswith('/system'):
             session.system = line[len('/system'):].strip() or None
             write(f"(system message {'set' if session.system else 'cleared'})"); continue
-        pieces = session.reply(line)
+        pieces, said = session.reply(line), False
+        def note():
+            nonlocal said
+            if session.dropped and not said: write(f"(the context holds {session.block} tokens: dropped the {session.dropped} oldest turn(s))")
+            said = True
         try:
-            for i, piece in enumerate(pieces):
-                if i == 0 and session.dropped:
-                    write(f"(the context holds {session.block} tokens: dropped the {session.dropped} oldest turn(s))")
-                write(piece, end='', flush=True)
-            write('')
+            for piece in pieces: note(); write(piece, end='', flush=True)
+            note(); write('')
         except KeyboardInterrupt: write(' [stopped]')
         except DataError as e: write(f"(error: {e})")
         finally: pieces.close()
 
-# %% ../nbs/09c_chat.ipynb #35c83119
+# %% ../nbs/09c_chat.ipynb #8583bce9
 def load_chat_model(run=None, model=None, device='cpu'):
     "`(model, tokenizer, name)` to chat with or serve: a run folder (`run`) or a Hugging Face folder (`model`)."
     from pathlib import Path
@@ -484,7 +485,7 @@ def load_chat_model(run=None, model=None, device='cpu'):
     if tok is None: raise ConfigError(f"{run} is an image classifier: there is nothing to chat with")
     return m, tok, Path(run).name
 
-# %% ../nbs/09c_chat.ipynb #61fa84ed
+# %% ../nbs/09c_chat.ipynb #6ff3e755
 def chat_panel(model, tokenizer, system=None, temperature=0.8, max_tokens=200, device='cpu'):
     "An ipywidgets chat: a message box, Send and Reset buttons, temperature and length sliders, the conversation streaming into its output."
     import ipywidgets as W

@@ -25,7 +25,8 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = (cfg.get('dev_requirements') or '').split()
-hf_requirements = (cfg.get('hf_requirements') or '').split()
+# optional extras: every `<name>_requirements` key of settings.ini but dev's (pip install llmtrain[hf], [serve], ...)
+extras = {k[:-len('_requirements')]: cfg[k].split() for k in cfg if k.endswith('_requirements') and k not in ('requirements', 'dev_requirements')}
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -44,7 +45,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'hf': hf_requirements},
+    extras_require={'dev': dev_requirements, **extras},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),

@@ -11,7 +11,7 @@ from fastcore.script import Param, anno_parser, store_true
 from .core import LLMTrainError, ConfigError, load_config, TrainConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'load_model', 'generate_cmd', 'eval_cmd', 'export_cmd', 'main']
+__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'generate_cmd', 'eval_cmd', 'export_cmd', 'chat_cmd', 'serve_cmd', 'main']
 
 # %% ../nbs/10_cli.ipynb #37a25568
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
@@ -55,17 +55,6 @@ def prepare_cmd(corpus: Param("a registered corpus name, or a text file, folder 
     print(f"shards: {out}\n{json.dumps(read_shard_meta(out), indent=1, default=str)[:1500]}")
     return out
 
-# %% ../nbs/10_cli.ipynb #6f77c5a6
-def load_model(run=None, model=None, device='cpu'):
-    "`(model, tokenizer, cfg)` of a run folder (`--run`, via `load_run`) or of a Hugging Face folder or hub id (`--model`, via `load_pretrained`; cfg None)."
-    from llmtrain.training import load_run
-    if (run is None) == (model is None): raise ConfigError("Pass either --run runs/<name> or --model DIR (a Hugging Face folder or hub id)")
-    if run is not None: return load_run(run, device)
-    from llmtrain.pretrained import load_pretrained                 # chapter 2b
-    m, tok = load_pretrained(model, dtype='float32', device=device)
-    if tok is None: raise ConfigError(f"{model} has no tokenizer.json: text needs the model's own tokenizer")
-    return m, tok, None
-
 # %% ../nbs/10_cli.ipynb #071c4912
 def generate_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None,
                  model: Param("a Hugging Face folder or hub id to sample from instead of a run", str) = None,
@@ -82,6 +71,7 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = 
     "Sample text from a trained run or a Hugging Face model (printed whole, or streamed with --stream)."
     from llmtrain.resources import resolve_device
     from llmtrain.generation import generate_stream
+    from llmtrain.training import load_model
     dev = resolve_device(device)
     m, tok, _ = load_model(run, model, dev)
     if tok is None: raise ConfigError(f"{run} is an image classifier: it does not generate text (use llmtrain eval --run {run})")
@@ -110,7 +100,7 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None
     from llmtrain.resources import resolve_device
     from llmtrain.evaluation import evaluate, token_byte_lengths
     from llmtrain.data import prepare_data, prepare_images, fixed_batches, eval_windows
-    from llmtrain.training import run_config, load_run
+    from llmtrain.training import run_config, load_run, load_model
     from llmtrain.models import CNN_MODELS
     if split not in ('val', 'train'): raise ConfigError(f"split={split!r}: use val or train")
     dev = resolve_device(device)
@@ -145,10 +135,59 @@ def export_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None
     print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return out
 
+# %% ../nbs/10_cli.ipynb #c4a1d9e1
+def chat_cmd(run: Param("run folder, e.g. runs/<name>", str) = None,
+             model: Param("a Hugging Face model folder (instead of --run)", str) = None,
+             system: Param("system message", str) = None,
+             temperature: Param("sampling temperature (0: greedy)", float) = 0.8,
+             top_p: Param("nucleus sampling: keep the most likely tokens up to this probability", float) = None,
+             max_tokens: Param("longest reply, in tokens", int) = 256,
+             seed: Param("random seed", int) = 0,
+             device: Param("device", str) = 'auto'):
+    "Talk to a trained model in the terminal: replies stream in; /reset, /system TEXT, /quit; Ctrl-C stops a reply."
+    from llmtrain.resources import resolve_device
+    from llmtrain.serve import load_chat_model, ChatSession, chat_loop
+    dev = resolve_device(device)
+    m, tok, name = load_chat_model(run, model, dev)
+    session = ChatSession(m, tok, system=system, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, device=dev)
+    print(f"chatting with {name} (context {session.block} tokens)")
+    chat_loop(session)
+    return session
+
+# %% ../nbs/10_cli.ipynb #c4a1d9e2
+def serve_cmd(run: Param("run folder, e.g. runs/<name>", str) = None,
+              model: Param("a Hugging Face model folder (instead of --run)", str) = None,
+              host: Param("address to bind (127.0.0.1: this machine only)", str) = '127.0.0.1',
+              port: Param("port (0: a free one)", int) = 8000,
+              api_key: Param("require this key as 'Authorization: Bearer KEY' on /v1", str) = None,
+              max_batch: Param("requests decoded together", int) = 16,
+              max_queue: Param("requests waiting beyond those (more get 429)", int) = 64,
+              name: Param("model name the API reports (default: the run folder's name)", str) = None,
+              device: Param("device", str) = 'auto'):
+    "Serve a trained model over OpenAI's HTTP API (/v1/chat/completions, /v1/completions, /v1/models) with a chat page at /."
+    import time
+    from llmtrain.resources import resolve_device
+    from llmtrain.serve import load_chat_model, Engine, create_app, ServerThread
+    dev = resolve_device(device)
+    m, tok, default = load_chat_model(run, model, dev)
+    srv = ServerThread(create_app(Engine(m, tok, max_batch=max_batch, max_queue=max_queue), name or default, api_key), host, port).start()
+    print(f"serving {name or default} at {srv.url} (OpenAI base_url {srv.url}/v1; chat page {srv.url}/)", flush=True)
+    try:
+        while srv.thread.is_alive(): time.sleep(0.5)
+    except KeyboardInterrupt: pass
+    finally: srv.stop()
+    return srv
+
 # %% ../nbs/10_cli.ipynb #16aa2abf
 from .sweeps import sweep_cmd
 COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd,
-            'export': export_cmd}
+            'export': export_cmd, 'chat': chat_cmd, 'serve': serve_cmd}
+
+def _dashes(a: str) -> str:
+    "An option `--max-tokens[=v]` spelled as its parameter, `--max_tokens[=v]`."
+    if not a.startswith('--'): return a
+    k, eq, v = a.partition('=')
+    return '--' + k[2:].replace('-', '_') + eq + v
 
 def main(argv=None):
     "Entry point of the `llmtrain` console script."
@@ -160,6 +199,7 @@ def main(argv=None):
             print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr); sys.exit(2)
         return
     f = COMMANDS[argv[0]]
+    argv = [_dashes(a) for a in argv]                  # --api-key and --api_key alike
     args = anno_parser(f, prog=f'llmtrain {argv[0]}').parse_intermixed_args(argv[1:])   # key=value may follow options
     kw = {k: v for k, v in vars(args).items() if k in f.__code__.co_varnames}
     try: f(**kw)

@@ -12,7 +12,8 @@ from .models import KVCache, RNNState
 
 # %% auto #0
 __all__ = ['top_k_filter', 'top_p_filter', 'filter_logits', 'sample_token', 'next_logits_fn', 'token_stream', 'generate_ids',
-           'cache_logit_error', 'decode_speed', 'generate_stream', 'generate_text', 'sample_stats', 'generation_panel']
+           'cache_logit_error', 'decode_speed', 'generate_stream', 'generate_text', 'StopText', 'sample_stats',
+           'generation_panel']
 
 # %% ../nbs/09a_generation.ipynb #0d29428c
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -150,8 +151,6 @@ def _encode_prompt(tokenizer, prompt, device):
 def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
                     stop=(), seed=0, device='cpu', use_cache=True) -> typing.Iterator[str]:
     "Yield the text generated after `prompt` piece by piece: at most `max_new_tokens` tokens, ending before the first `stop` string."
-    if isinstance(stop, str): stop = (stop,)
-    stop = tuple(s for s in stop if s)
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")
     device = torch.device(device)
@@ -160,28 +159,45 @@ def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperatu
     eot = getattr(tokenizer, 'eos_id', None)             # a Hugging Face tokenizer's eos (chapter 2b), else <|endoftext|>
     if eot is None: eot = tokenizer.special_tokens.get('<|endoftext|>')
     gen = torch.Generator(device=device).manual_seed(seed)
-    ids, sent = [], 0                                   # generated ids; characters of their text already yielded
+    out = StopText(tokenizer, stop)
     for tok in token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache):
         t = int(tok[0, 0])
         if t == eot: break
-        ids.append(t)
-        text = tokenizer.decode(ids)
-        if text.endswith('\ufffd'): continue            # an incomplete UTF-8 character: wait for its next bytes
-        hits = [i for i in (text.find(s, max(0, sent - len(s) + 1)) for s in stop) if i >= 0]
-        if hits:
-            end = min(hits)
-            if end > sent: yield text[sent:end]
-            return
-        ready = len(text) - _held_back(text, stop)
-        if ready > sent: yield text[sent:ready]; sent = ready
-    if ids:
-        text = tokenizer.decode(ids)
-        if len(text) > sent: yield text[sent:]
+        if piece := out.push(t): yield piece
+        if out.done: return
+    if piece := out.flush(): yield piece
 
 def generate_text(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
                   stop=(), seed=0, device='cpu', use_cache=True) -> str:
     "The text `generate_stream` yields, joined (the prompt not included)."
     return ''.join(generate_stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, stop, seed, device, use_cache))
+
+# %% ../nbs/09a_generation.ipynb #5e7d0c21
+class StopText:
+    "The text of generated ids, piece by piece as `push` gets them, ending before the first `stop` string (text that might still become one is held back)."
+    def __init__(self, tokenizer, stop=()):
+        if isinstance(stop, str): stop = (stop,)
+        self.tok, self.stop = tokenizer, tuple(s for s in stop if s)
+        self.ids, self.sent, self.done = [], 0, False     # generated ids; characters of their text already given out
+
+    def push(self, t: int) -> str:
+        "Add token id `t`; return the text now safe to show ('' while held back); `done` turns True at a stop string."
+        self.ids.append(t)
+        text = self.tok.decode(self.ids)
+        if text.endswith('\ufffd'): return ''           # an incomplete UTF-8 character: wait for its next bytes
+        hits = [i for i in (text.find(s, max(0, self.sent - len(s) + 1)) for s in self.stop) if i >= 0]
+        end = min(hits) if hits else len(text) - _held_back(text, self.stop)
+        self.done = bool(hits)
+        piece, self.sent = text[self.sent:end], max(self.sent, end)
+        return piece
+
+    def flush(self) -> str:
+        "The text still held back when generation ends without a stop string."
+        if self.done or not self.ids: return ''
+        text = self.tok.decode(self.ids)
+        piece, self.sent = text[self.sent:], len(text)
+        return piece
+
 
 # %% ../nbs/09a_generation.ipynb #8e81d4a0
 @torch.no_grad()

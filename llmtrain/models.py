@@ -172,7 +172,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.pos
             k, v = cache.update(self.layer_idx, k, v)
-            if past and T > 1:               # a chunk after a cached prefix: each new token sees the prefix and the chunk up to itself
+            if torch.is_tensor(past): mask, causal = cache.visible(T, k.size(2)), False   # per-row lengths (a serving batch)
+            elif past and T > 1:               # a chunk after a cached prefix: each new token sees the prefix and the chunk up to itself
                 mask, causal = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past), False
             elif past: causal = False        # one new token attends to everything cached
         k, v = self.expand_kv(k, v)          # the cache holds n_kv_head heads: grouped-query attention saves its memory
@@ -295,13 +296,18 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, cache=None):
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
-        if start + T > self.config.block_size:
-            raise ConfigError(f"Input length {start + T} exceeds block_size={self.config.block_size}; crop the input")
+        if (int(start.max()) if torch.is_tensor(start) else start) + T > self.config.block_size:
+            raise ConfigError(f"Input length {(int(start.max()) if torch.is_tensor(start) else start) + T} exceeds block_size={self.config.block_size}; crop the input")
         tr = self.transformer
         x = tr.wte(idx)
-        if 'wpe' in tr: x = x + tr.wpe(torch.arange(start, start + T, device=idx.device))
+        if torch.is_tensor(start):                       # per-row positions (B, T): each row of a serving batch at its own length
+            pos = start[:, None] + torch.arange(T, device=idx.device)
+            rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]) if self.config.pos_emb == 'rope' else None
+        else:
+            pos = torch.arange(start, start + T, device=idx.device)
+            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T]) if self.config.pos_emb == 'rope' else None
+        if 'wpe' in tr: x = x + tr.wpe(pos)
         x = tr.drop(x)
-        rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T]) if self.config.pos_emb == 'rope' else None
         for block in tr.h: x = block(x, cache, rope)
         if cache is not None: cache.pos += T
         x = tr.ln_f(x)
@@ -311,21 +317,34 @@ class GPT(nn.Module):
 
 # %% ../nbs/02_architectures.ipynb #091549c5
 class KVCache:
-    "Per-layer key/value tensors of shape `(B, n_kv_head, max_len, head_dim)`, filled as tokens are generated."
+    "Per-layer key/value tensors of shape `(B, n_kv_head, max_len, head_dim)`, filled as tokens are generated; `pos` is the length so far, one int, or a `(B,)` tensor of per-row lengths (a serving batch whose rows started at different times)."
     def __init__(self, n_layer: int, max_len: int):
         self.n_layer, self.max_len, self.pos = n_layer, max_len, 0
         self.k = self.v = None
 
     def update(self, layer, k, v):
-        "Write the new `k`, `v` at the current position; return the keys and values of all positions so far."
+        "Write the new `k`, `v` at the current position (of each row); return the keys and values of all positions so far."
         if self.k is None:
             shape = (self.n_layer, k.size(0), k.size(1), self.max_len, k.size(3))
-            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+            new = k.new_zeros if torch.is_tensor(self.pos) else k.new_empty   # per-row: unwritten keys are masked, so must be finite
+            self.k, self.v = new(shape), new(shape)
+        if torch.is_tensor(self.pos):                    # row b writes at pos[b]..pos[b]+T; rows past len(pos) are untouched
+            B, T = k.size(0), k.size(2)
+            rows, cols = torch.arange(B, device=k.device)[:, None], self.pos[:, None] + torch.arange(T, device=k.device)
+            self.k[layer][rows, :, cols], self.v[layer][rows, :, cols] = k.transpose(1, 2), v.transpose(1, 2)
+            end = int(self.pos.max()) + T
+            return self.k[layer, :B, :, :end], self.v[layer, :B, :, :end]
         end = self.pos + k.size(2)
         self.k[layer, :, :, self.pos:end], self.v[layer, :, :, self.pos:end] = k, v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
 
+    def visible(self, T: int, S: int) -> torch.Tensor:
+        "With per-row lengths: the mask `(B, 1, T, S)`, True where new query t of row b may see key j (j <= pos[b] + t)."
+        q = self.pos[:, None] + torch.arange(T, device=self.pos.device)
+        return (torch.arange(S, device=self.pos.device) <= q[..., None])[:, None]
+
     def reset(self): self.pos = 0
+
 
 # %% ../nbs/02_architectures.ipynb #0afebda3
 RNN_CELLS = {'rnn': nn.RNN, 'lstm': nn.LSTM, 'gru': nn.GRU}

@@ -28,7 +28,7 @@ __all__ = ['METRICS', 'lr_at', 'rng_state', 'set_rng_state', 'save_checkpoint', 
            'TensorBoardLogger', 'read_tensorboard', 'in_notebook', 'ProgressBar', 'LivePlot', 'Checkpointer',
            'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer', 'target_count', 'environment', 'run_name',
            'plot_run', 'text_trainer', 'image_trainer', 'resume_checkpoint', 'train', 'dedup_tensors', 'finish_run',
-           'run_config', 'run_weights', 'load_weights', 'load_run']
+           'run_config', 'run_weights', 'load_weights', 'load_run', 'load_model']
 
 # %% ../nbs/06_training.ipynb #eb2fb678
 def lr_at(it, cfg) -> float:
@@ -724,3 +724,13 @@ def load_run(run, device='cpu', weights='auto', images=None):
         tok = load_tokenizer(rd/'tokenizer.json')
         model = create_model(cfg, tok.vocab_size)
     return load_weights(model, path).to(device).eval(), tok, cfg
+
+# %% ../nbs/06_training.ipynb #0c90e0ca
+def load_model(run=None, model=None, device='cpu'):
+    "`(model, tokenizer, cfg)` of a run folder `run` (`load_run`) or of a Hugging Face folder or hub id `model` (`load_pretrained`, cfg None)."
+    if (run is None) == (model is None): raise ConfigError("Pass either --run runs/<name> or --model DIR (a Hugging Face folder or hub id)")
+    if run is not None: return load_run(run, device)
+    from llmtrain.pretrained import load_pretrained                 # chapter 2b (it does not import this module)
+    m, tok = load_pretrained(model, dtype='float32', device=device)
+    if tok is None: raise ConfigError(f"{model} has no tokenizer.json: text needs the model's own tokenizer")
+    return m, tok, None

@@ -91,8 +91,11 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = No
 def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
              batches: Param("number of evaluation batches (language models)", int) = 200,
              split: Param("val or train (language models); image classifiers are scored on their test split", str) = 'val',
-             device: Param("device", str) = 'auto'):
-    "Evaluate a trained run: loss, perplexity, bits per character/byte, next-token accuracy; accuracy and F1 for images."
+             device: Param("device", str) = 'auto',
+             tasks: Param("comma-separated in-context tasks: pydoc_cloze, shakespeare_speaker, addition, reversal, letter_count, or task .yaml files", str) = None,
+             limit: Param("at most this many items per task", int) = None,
+             fewshot: Param("few-shot examples per prompt (default: each task's own)", int) = None):
+    "Evaluate a trained run: loss, perplexity, bits per character/byte, next-token accuracy, task scores (--tasks); accuracy and F1 for images."
     import json
     from llmtrain.core import atomic_write
     from llmtrain.resources import resolve_device
@@ -100,6 +103,7 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
     from llmtrain.data import prepare_data, prepare_images, fixed_batches, eval_windows
     from llmtrain.training import run_config, load_run
     from llmtrain.models import CNN_MODELS
+    from llmtrain.tasks import run_tasks, task_table
     if run is None: raise ConfigError("Pass the run to evaluate: llmtrain eval --run runs/<name>")
     if split not in ('val', 'train'): raise ConfigError(f"split={split!r}: use val or train")
     dev = resolve_device(device)
@@ -114,8 +118,10 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
         task, kw = 'lm', dict(token_bytes=token_byte_lengths(tok))
     res = dict(run=str(run), split=split, batches=len(b)) if tok is not None else dict(run=str(run), split=split)
     res |= evaluate(model, b, task, precision='fp32', **kw)
+    if tasks: res |= run_tasks(model, tok, tasks, limit, fewshot)      # chapter 7b: {'tasks': {...}, 'task/<name>/<metric>': ...}
     for k, v in res.items():
-        if not isinstance(v, list): print(f"{k:>17}: {v:.4f}" if isinstance(v, float) else f"{k:>17}: {v}")
+        if not isinstance(v, (list, dict)) and not k.startswith('task/'): print(f"{k:>17}: {v:.4f}" if isinstance(v, float) else f"{k:>17}: {v}")
+    if tasks: print('\n' + task_table(res))
     with atomic_write(Path(run)/'eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res
 

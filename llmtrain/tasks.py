@@ -17,8 +17,8 @@ __all__ = ['KINDS', 'TASK_KEYS', 'SENTENCE_RE', 'SKILLS', 'BUILTIN_TASKS', 'Task
            'load_task', 'save_task', 'answer', 'build_prompt', 'start_token', 'encode_pair', 'max_length', 'truncated',
            'new_cache', 'loglikelihoods', 'score_multiple_choice', 'score_generate', 'score_task', 'pydoc_sentences',
            'pydoc_cloze', 'shakespeare_speaker', 'addition_examples', 'reversal_examples', 'letter_count_examples',
-           'skill_task', 'get_task', 'eval_tasks', 'task_table', 'lm_eval_model', 'write_lm_eval_task', 'run_lm_eval',
-           'scoring_speed']
+           'skill_task', 'get_task', 'eval_tasks', 'run_tasks', 'task_table', 'lm_eval_model', 'write_lm_eval_task',
+           'run_lm_eval', 'scoring_speed']
 
 # %% ../nbs/07b_tasks.ipynb #8655b1c1
 class TaskError(LLMTrainError, ValueError):
@@ -418,6 +418,14 @@ def eval_tasks(model, tokenizer, names, limit=None, fewshot=None, seed=0) -> dic
         t = get_task(name, n=limit, fewshot=fewshot, seed=seed)
         res[t.name] = {k: v for k, v in score_task(model, tokenizer, t).items() if not isinstance(v, list)}
     return {'tasks': res, **{f'task/{n}/{k}': v for n, r in res.items() for k, v in r.items()}}
+
+# %% ../nbs/07b_tasks.ipynb #c11d5093
+def run_tasks(model, tokenizer, tasks, limit=None, fewshot=None) -> dict:
+    "`eval_tasks` for `llmtrain eval --tasks a,b,...`: `tasks` a comma-separated string (or a list) of task names and YAML files."
+    names = [t.strip() for t in tasks.split(',') if t.strip()] if isinstance(tasks, str) else list(tasks)
+    if tokenizer is None: raise ConfigError("--tasks scores language models; this run is an image classifier")
+    if not names: raise ConfigError(f"--tasks {tasks!r} names no task; use e.g. --tasks pydoc_cloze,addition or a task .yaml file")
+    return eval_tasks(model, tokenizer, names, limit, fewshot)
 
 # %% ../nbs/07b_tasks.ipynb #7d179207
 def task_table(results: dict) -> str:

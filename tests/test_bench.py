@@ -26,3 +26,14 @@ def test_attention_bench_smoke(tmp_path):
     rows = json.loads(out.read_text())['rows']
     assert {(x['dtype'], x['T']) for x in rows} == {(d, t) for d in ('bfloat16', 'float32') for t in (64, 128)}
     assert all(x['sdpa_ms'] > 0 and x['matmul_ms'] > 0 for x in rows)
+
+def test_tasks_bench_smoke(tmp_path):
+    "bench/tasks.py scores both tasks both ways on a GPT and an LSTM, char and BPE, with the same log-likelihoods."
+    out = tmp_path/'tasks.json'
+    r = subprocess.run([sys.executable, 'bench/tasks.py', '--smoke', '--out', str(out)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())['rows']
+    assert {(x['model'].split()[0], x['tokenizer'].split()[0], x['task']) for x in rows} == \
+           {(m, t, k) for m in ('gpt', 'lstm') for t in ('char', 'bpe') for k in ('shakespeare_speaker', 'pydoc_cloze')}
+    assert all(x['batched_items_per_s'] > 0 and x['one_by_one_items_per_s'] > 0 and x['max_ll_diff'] < 1e-3 for x in rows)

@@ -514,7 +514,7 @@ def run_lm_eval(model, tokenizer, tasks, folder, limit=None, batch_size=64) -> d
     return lm_eval.simple_evaluate(model=lm, tasks=names, task_manager=TaskManager(include_path=str(Path(folder).resolve())),
                                    log_samples=True, bootstrap_iters=0)
 
-# %% ../nbs/07b_tasks.ipynb #475e1a5a
+# %% ../nbs/07b_tasks.ipynb #7e105cf3
 def scoring_speed(model, tokenizer, task, limit=None, repeats=3) -> dict:
     "Items per second of multiple-choice scoring, batched with shared prefixes against one forward pass per continuation (the best of `repeats`), and their log-likelihoods' largest difference."
     t = get_task(task, n=limit) if not isinstance(task, Task) else replace(task, items=task.items[:limit])
@@ -526,5 +526,5 @@ def scoring_speed(model, tokenizer, task, limit=None, repeats=3) -> dict:
             best[name] = min(best.get(name, float('inf')), time.perf_counter() - t0)
         lls[name] = [x for l in r['lls'] for x in l]
     n = len(t.items)
-    return dict(items=n, batched_items_per_s=n / best['batched'], one_by_one_items_per_s=n / best['one_by_one'],
+    return dict(items=n, truncated=r['truncated'], batched_items_per_s=n / best['batched'], one_by_one_items_per_s=n / best['one_by_one'],
                 speedup=best['one_by_one'] / best['batched'], max_ll_diff=max(abs(a - b) for a, b in zip(lls['batched'], lls['one_by_one'])))

@@ -34,6 +34,6 @@ def test_tasks_bench_smoke(tmp_path):
                        cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = json.loads(out.read_text())['rows']
-    assert {(x['model'].split()[0], x['tokenizer'].split()[0], x['task']) for x in rows} == \
-           {(m, t, k) for m in ('gpt', 'lstm') for t in ('char', 'bpe') for k in ('shakespeare_speaker', 'pydoc_cloze')}
+    assert {(x['model'].split()[0], x['tokenizer'].split()[0], x['task'], x['fewshot']) for x in rows} == \
+           {(m, t, *k) for m in ('gpt', 'lstm') for t in ('char', 'bpe') for k in (('shakespeare_speaker', 0), ('shakespeare_speaker', 3), ('pydoc_cloze', 0))}
     assert all(x['batched_items_per_s'] > 0 and x['one_by_one_items_per_s'] > 0 and x['max_ll_diff'] < 1e-3 for x in rows)

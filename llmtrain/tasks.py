@@ -262,8 +262,9 @@ def loglikelihoods(model, pairs, batch_size=64, share_prefix=True) -> list[tuple
     finally: model.train(was)
     return out
 
-# %% ../nbs/07b_tasks.ipynb #68900aa3
+# %% ../nbs/07b_tasks.ipynb #a9c2665f
 def _argmax(xs): return max(range(len(xs)), key=lambda j: xs[j])
+def _stderr(p, n): return math.sqrt(p * (1 - p) / n)      # of a mean of n scores of 0 or 1 (`acc` or `exact_match`)
 
 def choice_pairs(tokenizer, task: Task, max_len: int, limit=None) -> tuple[list, list, int]:
     "The `(context ids, continuation ids)` pairs of every choice of `task.items[:limit]`, each item's `(start, end)` among them, and how many items are truncated to `max_len`."
@@ -275,7 +276,7 @@ def choice_pairs(tokenizer, task: Task, max_len: int, limit=None) -> tuple[list,
         spans.append((start, len(pairs)))
     return pairs, spans, n_trunc
 
-# %% ../nbs/07b_tasks.ipynb #3cce8e55
+# %% ../nbs/07b_tasks.ipynb #6309022f
 def score_multiple_choice(model, tokenizer, task: Task, limit=None, batch_size=64, share_prefix=True) -> dict:
     "Accuracy (`acc`: the likeliest choice) and `acc_norm` (log-likelihood per character of the choice, lm-eval's definition) over `task.items[:limit]`."
     items = task.items[:limit]
@@ -285,10 +286,10 @@ def score_multiple_choice(model, tokenizer, task: Task, limit=None, batch_size=6
     acc = [float(_argmax(l) == it['gold']) for l, it in zip(lls, items)]
     norm = [float(_argmax([x / len(ch) for x, ch in zip(l, it['choices'])]) == it['gold']) for l, it in zip(lls, items)]
     n = max(len(items), 1)
-    return dict(acc=sum(acc) / n, acc_norm=sum(norm) / n, baseline=Task(task.name, task.kind, items).baseline,
+    return dict(acc=sum(acc) / n, acc_norm=sum(norm) / n, stderr=_stderr(sum(acc) / n, n), baseline=Task(task.name, task.kind, items).baseline,
                 n=len(items), truncated=n_trunc, lls=lls)
 
-# %% ../nbs/07b_tasks.ipynb #00256d3e
+# %% ../nbs/07b_tasks.ipynb #56f08441
 def score_generate(model, tokenizer, task: Task, limit=None) -> dict:
     "Exact match (`exact_match`: the greedy answer, cut at the first stop sequence, equals the target, both stripped) over `task.items[:limit]`."
     from llmtrain.generation import generate_text
@@ -299,7 +300,8 @@ def score_generate(model, tokenizer, task: Task, limit=None) -> dict:
         n_trunc += len(tokenizer.encode(prompt)) + task.max_new_tokens > L      # the loop keeps the last window of the prompt
         out = generate_text(model, tokenizer, prompt, task.max_new_tokens, temperature=0, stop=task.stop, device=dev)
         outputs.append(out); hits.append(float(out.strip() == it['target'].strip()))
-    return dict(exact_match=sum(hits) / max(len(items), 1), baseline=Task(task.name, task.kind, items).baseline,
+    em = sum(hits) / max(len(items), 1)
+    return dict(exact_match=em, stderr=_stderr(em, max(len(items), 1)), baseline=Task(task.name, task.kind, items).baseline,
                 n=len(items), truncated=n_trunc, outputs=outputs)
 
 # %% ../nbs/07b_tasks.ipynb #e209a142
@@ -438,13 +440,14 @@ def run_tasks(model, tokenizer, tasks, limit=None, fewshot=None) -> dict:
     if not names: raise ConfigError(f"--tasks {tasks!r} names no task; use e.g. --tasks pydoc_cloze,addition or a task .yaml file")
     return eval_tasks(model, tokenizer, names, limit, fewshot)
 
-# %% ../nbs/07b_tasks.ipynb #7d179207
+# %% ../nbs/07b_tasks.ipynb #81aa94e6
 def task_table(results: dict) -> str:
-    "A plain-text table of `eval_tasks` results: one row per task, its score, the random-guess baseline, items and truncated prompts."
-    rows = [('task', 'metric', 'score', 'baseline', 'n', 'truncated')]
+    "A plain-text table of `eval_tasks` results: one row per task, its score and standard error, the random-guess baseline, items and truncated prompts."
+    rows = [('task', 'metric', 'score', '± stderr', 'baseline', 'n', 'truncated')]
     for name, r in results['tasks'].items():
         m = 'acc' if 'acc' in r else 'exact_match'
-        rows.append((name, m + (f" (norm {r['acc_norm']:.3f})" if 'acc_norm' in r else ''), f'{r[m]:.3f}', f"{r['baseline']:.3f}", str(r['n']), str(r['truncated'])))
+        rows.append((name, m + (f" (norm {r['acc_norm']:.3f})" if 'acc_norm' in r else ''), f'{r[m]:.3f}', f"{r['stderr']:.3f}",
+                     f"{r['baseline']:.3f}", str(r['n']), str(r['truncated'])))
     w = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
     return '\n'.join('  '.join(c.ljust(w[j]) for j, c in enumerate(r)) for r in rows)
 

@@ -93,8 +93,11 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None
              block_size: Param("with --model: window length (default: the model's context, at most 256)", int) = None,
              batches: Param("number of evaluation batches (language models)", int) = 200,
              split: Param("val or train (language models); image classifiers are scored on their test split", str) = 'val',
-             device: Param("device", str) = 'auto'):
-    "Evaluate a trained run or a Hugging Face model: loss, perplexity, bits per character/byte, next-token accuracy; accuracy and F1 for images."
+             device: Param("device", str) = 'auto',
+             tasks: Param("comma-separated in-context tasks: pydoc_cloze, shakespeare_speaker, addition, reversal, letter_count, or task .yaml files", str) = None,
+             limit: Param("at most this many items per task", int) = None,
+             fewshot: Param("few-shot examples per prompt (default: each task's own)", int) = None):
+    "Evaluate a trained run or a Hugging Face model: loss, perplexity, bits per character/byte, next-token accuracy, task scores (--tasks); accuracy and F1 for images."
     import json
     from llmtrain.core import atomic_write
     from llmtrain.resources import resolve_device
@@ -102,6 +105,7 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None
     from llmtrain.data import prepare_data, prepare_images, fixed_batches, eval_windows
     from llmtrain.training import run_config, load_run, load_model
     from llmtrain.models import CNN_MODELS
+    from llmtrain.tasks import run_tasks, task_table
     if split not in ('val', 'train'): raise ConfigError(f"split={split!r}: use val or train")
     dev = resolve_device(device)
     cfg = run_config(run) if run is not None else None
@@ -116,8 +120,10 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None
         task, kw = 'lm', dict(token_bytes=token_byte_lengths(tok))
     res = dict(run=str(run or model), split=split) | (dict(batches=len(b)) if tok is not None else {})
     res |= evaluate(m, b, task, precision='fp32', **kw)
+    if tasks: res |= run_tasks(m, tok, tasks, limit, fewshot)          # chapter 7b: {'tasks': {...}, 'task/<name>/<metric>': ...}
     for k, v in res.items():
-        if not isinstance(v, list): print(f"{k:>17}: {v:.4f}" if isinstance(v, float) else f"{k:>17}: {v}")
+        if not isinstance(v, (list, dict)) and not k.startswith('task/'): print(f"{k:>17}: {v:.4f}" if isinstance(v, float) else f"{k:>17}: {v}")
+    if tasks: print('\n' + task_table(res))
     if run is not None:
         with atomic_write(Path(run)/'eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res

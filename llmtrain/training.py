@@ -20,7 +20,7 @@ from .optim import schedule_lr, configure_optimizer, lr_find
 from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops, PRECISION_DTYPES,
                                 device_name, init_distributed, is_distributed, dist_env, dist)
 from .resources import check_memory, confirm_plan, oom_guard
-from .evaluation import evaluate
+from .evaluation import evaluate, token_byte_lengths, LN2
 from .generation import generate_text
 
 # %% auto #0
@@ -81,7 +81,7 @@ class Callback:
     def on_fit_end(self, trainer): pass
 
 # %% ../nbs/06_training.ipynb #e73ee4bc
-METRICS = ['iter', 'tokens', 'train_loss', 'val_loss', 'val_acc', 'lr', 'grad_norm', 'tokens_per_s', 'ms_per_iter', 'mfu',
+METRICS = ['iter', 'tokens', 'train_loss', 'val_loss', 'val_bpb', 'val_acc', 'lr', 'grad_norm', 'tokens_per_s', 'ms_per_iter', 'mfu',
            'skipped_steps', 'elapsed_s']
 class CSVLogger(Callback):
     "Append every logged and evaluated metric row to `run_dir/metrics.csv`."
@@ -378,13 +378,23 @@ def _optimizer_step(self: Trainer, loss):
         self.opt.step()
     elif not bad.item(): self.opt.step()                    # a host check for optimizers without found_inf
 
+# %% ../nbs/06_training.ipynb #b7a1e0c2
+@patch
+def eval_token_bytes(self: Trainer):
+    "The bytes each token of the trainer's tokenizer stands for, on its device (made once), for `val_bpb`; None without a tokenizer."
+    if self.tokenizer is None: return None
+    if getattr(self, '_token_bytes', None) is None:
+        self._token_bytes = token_byte_lengths(self.tokenizer).to(self.device)
+    return self._token_bytes
+
 # %% ../nbs/06_training.ipynb #80ee78b6
 @patch
 @torch.no_grad()
 def evaluate(self: Trainer) -> float:
-    "Mean loss per target over `eval_batches`; for class labels also the accuracy, kept in `eval_metrics['val_acc']`."
+    "Mean loss per target over `eval_batches`; for class labels also the accuracy (`eval_metrics['val_acc']`), for text the bits per byte (`val_bpb`)."
     self.model.eval()
-    total = torch.zeros(3, device=self.device)                 # summed loss, targets, correct predictions
+    total = torch.zeros(4, device=self.device)                 # summed loss, targets, correct predictions, target bytes
+    tb = self.eval_token_bytes()
     classify = False
     for batch in self.eval_batches[self.rank::self.world]:     # each process scores its share
         with autocast_ctx(self.precision, self.device):
@@ -393,10 +403,11 @@ def evaluate(self: Trainer) -> float:
         total[0] += loss.float() * n; total[1] += n
         if y.dim() == 1 and not y.is_floating_point() and logits.dim() == 2:     # one class label per sample
             classify = True; total[2] += (logits.argmax(-1) == y).sum()
+        elif tb is not None and not y.is_floating_point(): total[3] += (tb[y.clamp(min=0)] * (y != -1)).sum()
     if self.world > 1: dist.all_reduce(total)
     self.model.train()
-    loss, n, correct = total.tolist()                          # one sync
-    self.eval_metrics = {'val_acc': correct / max(n, 1)} if classify else {}
+    loss, n, correct, n_bytes = total.tolist()                 # one sync
+    self.eval_metrics = {'val_acc': correct / max(n, 1)} if classify else {'val_bpb': loss / (LN2 * n_bytes)} if n_bytes else {}
     return loss / max(n, 1)
 
 # %% ../nbs/06_training.ipynb #97f66313

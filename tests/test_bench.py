@@ -38,3 +38,14 @@ def test_load_pretrained_bench_smoke(tmp_path):
     assert res['correct'] is True and res['shards'] == 2 and res['dtype'] == 'torch.bfloat16'
     assert res['param_bytes'] == res['weight_bytes'] > 0 and res['peak_rise'] > 0 and res['load_s'] > 0
     assert 'llmtrain bench/load_pretrained.py' in r.stdout
+
+def test_tasks_bench_smoke(tmp_path):
+    "bench/tasks.py scores both tasks both ways on a GPT and an LSTM, char and BPE, with the same log-likelihoods."
+    out = tmp_path/'tasks.json'
+    r = subprocess.run([sys.executable, 'bench/tasks.py', '--smoke', '--out', str(out)], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(out.read_text())['rows']
+    assert {(x['model'].split()[0], x['tokenizer'].split()[0], x['task'], x['fewshot']) for x in rows} == \
+           {(m, t, *k) for m in ('gpt', 'lstm') for t in ('char', 'bpe') for k in (('shakespeare_speaker', 0), ('shakespeare_speaker', 3), ('pydoc_cloze', 0))}
+    assert all(x['batched_items_per_s'] > 0 and x['one_by_one_items_per_s'] > 0 and x['max_ll_diff'] < 1e-3 for x in rows)

@@ -157,6 +157,8 @@ def chat_cmd(run: Param("run folder, e.g. runs/<name>", str) = None,
     m, tok, name = load_chat_model(run, model, dev)
     session = ChatSession(m, tok, system=system, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, device=dev)
     print(f"chatting with {name} (context {session.block} tokens)")
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C stops a reply even where the shell started us ignoring SIGINT
     chat_loop(session)
     return session
 

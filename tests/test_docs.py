@@ -73,7 +73,7 @@ def server(site):
     yield f'http://127.0.0.1:{httpd.server_address[1]}/'
     httpd.shutdown(); httpd.server_close()
 
-@pytest.fixture(scope='session')
+@pytest.fixture(scope='module')   # closed when this module is done: a sync playwright keeps an event loop running, which other modules (the chat page test, asyncio clients) must not meet
 def browser(tmp_path_factory):
     "A headless Chromium context (fresh profile) driven by playwright."
     if not Path(CHROMIUM).is_file():

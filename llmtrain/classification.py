@@ -43,6 +43,7 @@ def fit_classifier(model, train, val=None, epochs=5, batch_size=32, lr=1e-3, opt
     t.steps_per_epoch = steps
     return t.fit()
 
+# %% ../nbs/09b_classification.ipynb #55f803f4
 def seconds_per_epoch(trainer) -> float:
     "Training time per epoch, from the Trainer's own `ms_per_iter` log rows (evaluation time excluded)."
     rows, prev, ms = [m for m in trainer.history if 'ms_per_iter' in m], trainer.start_iter, 0.0
@@ -58,6 +59,7 @@ def predict(model, x, batch_size=1000) -> torch.Tensor:
     try: return torch.cat([model(to_device(x[i:i + batch_size], dev))[0].float().cpu() for i in range(0, len(x), batch_size)])
     finally: model.train(was)
 
+# %% ../nbs/09b_classification.ipynb #757e48eb
 def classification_scores(y_true, preds, n_classes) -> dict:
     "Accuracy, macro-F1 and the confusion matrix (chapter 7's streaming metrics) of predicted labels or logits `preds`."
     cm = ConfusionMatrix(n_classes)
@@ -69,6 +71,7 @@ def classification_scores(y_true, preds, n_classes) -> dict:
 # %% ../nbs/09b_classification.ipynb #924a55f3
 SPEAKER_RE = re.compile(r"^([A-Z][A-Za-z'.,& -]*[A-Za-z.]):[ \t]*$")
 
+# %% ../nbs/09b_classification.ipynb #ee7402da
 def parse_speeches(text: str) -> list[tuple[str, str]]:
     "The `(speaker, speech)` pairs of a play text whose speeches are blocks `NAME:` + lines, separated by blank lines."
     out = []
@@ -85,6 +88,7 @@ def block_split(n: int, block: int = 40, test_blocks=(4, 9), val_blocks=(7,), pe
     b = np.arange(n) // block % period
     return np.where(np.isin(b, test_blocks), 'test', np.where(np.isin(b, val_blocks), 'val', 'train'))
 
+# %% ../nbs/09b_classification.ipynb #09ec86e8
 def speaker_dataset(text: str, n_speakers: int = 8, block: int = 40) -> dict:
     "The speeches of the `n_speakers` most frequent training-split speakers of `text`, split by `block_split`: texts, labels and class names per split."
     pairs = parse_speeches(text)
@@ -171,6 +175,7 @@ def misclassified(preds, y, n=None, seed=0) -> torch.Tensor:
         wrong = wrong[torch.randperm(len(wrong), generator=torch.Generator().manual_seed(seed))[:n]].sort().values
     return wrong
 
+# %% ../nbs/09b_classification.ipynb #54c814b7
 def plot_misclassified(x, y, preds, class_names=None, n=24, cols=8, seed=0):
     "A grid of `n` misclassified images of `x` `(N, 1, H, W)` titled 'predicted / true'."
     import matplotlib.pyplot as plt

@@ -31,7 +31,10 @@ class Corpus:
     builder: callable = None
     description: str = ''
 
+# %% ../nbs/01b_data.ipynb #22b2c739
 CORPORA = {}
+
+# %% ../nbs/01b_data.ipynb #6d97a6db
 def register_corpus(c: Corpus):
     "Add `c` to the registry (replacing any corpus of the same name)."
     CORPORA[c.name] = c
@@ -42,6 +45,7 @@ def _pydoc_text():
     from pydoc_data.topics import topics
     return '\n\n'.join(topics[k].strip() for k in sorted(topics)) + '\n'
 
+# %% ../nbs/01b_data.ipynb #062ba7e1
 def _stdlib_text():
     import sysconfig
     root = Path(sysconfig.get_paths()['stdlib'])
@@ -65,6 +69,7 @@ def sha256_file(path, chunk=1 << 20) -> str:
         while b := f.read(chunk): h.update(b)
     return h.hexdigest()
 
+# %% ../nbs/01b_data.ipynb #621d47d5
 def download(url, dest, sha256=None, timeout=30):
     "Download `url` to `dest` atomically, checking `sha256` when given."
     dest = Path(dest)
@@ -111,6 +116,7 @@ def read_text_file(p, errors='strict') -> str:
         raise DataError(f"{p} is not valid UTF-8 ({e.reason} at byte {e.start}); convert it to UTF-8, "
                         "or pass errors='replace' to substitute U+FFFD for bad bytes") from None
 
+# %% ../nbs/01b_data.ipynb #30617aca
 def load_corpus(name, errors='strict') -> str:
     "The text of corpus `name` (see `corpus_path`)."
     text = ''.join(read_text_file(p, errors) for p in corpus_path(name))
@@ -125,6 +131,7 @@ class TextData:
     train: torch.Tensor | np.ndarray
     val: torch.Tensor | np.ndarray
 
+# %% ../nbs/01b_data.ipynb #a19ce988
 def encode_corpus(text, tokenizer=None, val_fraction=0.1) -> TextData:
     "Tokenize `text` (training a `CharTokenizer` when none is given) and split off the last `val_fraction`."
     tok = tokenizer or CharTokenizer.train(text)
@@ -140,15 +147,18 @@ def to_device(t: torch.Tensor, device) -> torch.Tensor:
     if device.type == 'cuda' and t.device.type == 'cpu': return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
 
+# %% ../nbs/01b_data.ipynb #96519844
 def _gather(tokens, idx: torch.Tensor) -> torch.Tensor:
     "`tokens[idx]` as int64: a tensor indexed directly; a NumPy array or memmap read only at the sampled positions."
     if isinstance(tokens, torch.Tensor): return tokens[idx].long()
     return torch.from_numpy(np.asarray(tokens[idx.numpy()]).astype(np.int64))
 
+# %% ../nbs/01b_data.ipynb #0a153c86
 def _check_shard(rank, world):
     if not (isinstance(world, int) and world >= 1 and isinstance(rank, int) and 0 <= rank < world):
         raise ConfigError(f"rank={rank!r}, world={world!r}: need 0 <= rank < world")
 
+# %% ../nbs/01b_data.ipynb #b0b31cc7
 class RandomWindows:
     "Endless batches of random (x, y) windows from `tokens`, with a resumable generator; `rank`/`world` shard a global batch."
     def __init__(self, tokens, block_size, batch_size, seed=0, device='cpu', rank=0, world=1):
@@ -347,10 +357,12 @@ def read_idx(path) -> np.ndarray:
 # %% ../nbs/01b_data.ipynb #323c16a8
 FASHION_DIRS = ['fashion-mnist', '/usr/share/datasets/fashion-mnist']
 
+# %% ../nbs/01b_data.ipynb #cd05fba9
 def _idx_prefix(split):
     if split not in ('train', 'test'): raise ConfigError(f"split={split!r}: use 'train' or 'test'")
     return {'train': 'train', 'test': 't10k'}[split]
 
+# %% ../nbs/01b_data.ipynb #c42438e6
 def _idx_pair(img, lbl):
     "`(N, 1, H, W)` float images in [0, 1] and `(N,)` int64 labels from two IDX files."
     x = torch.from_numpy(read_idx(img).copy()).float().div_(255).unsqueeze(1)
@@ -358,6 +370,7 @@ def _idx_pair(img, lbl):
     if len(x) != len(y): raise DataError(f"{img} has {len(x)} images but {lbl} has {len(y)} labels; download them again")
     return x, y
 
+# %% ../nbs/01b_data.ipynb #6b494421
 def load_fashion_mnist(split='train'):
     "Fashion-MNIST `(images, labels)` tensors for `split` ('train' or 'test'): `(N, 1, 28, 28)` float in [0, 1], `(N,)` int64."
     prefix = _idx_prefix(split)
@@ -372,12 +385,15 @@ def load_fashion_mnist(split='train'):
 # %% ../nbs/01b_data.ipynb #dc5f5e8c
 MNIST_MIRRORS = ['https://ossci-datasets.s3.amazonaws.com/mnist/', 'https://storage.googleapis.com/cvdf-datasets/mnist/',
                  'http://yann.lecun.com/exdb/mnist/']
+
+# %% ../nbs/01b_data.ipynb #7c3503d3
 MNIST_SHA256 = {
     'train-images-idx3-ubyte.gz': '440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609',
     'train-labels-idx1-ubyte.gz': '3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c',
     't10k-images-idx3-ubyte.gz': '8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6',
     't10k-labels-idx1-ubyte.gz': 'f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6'}
 
+# %% ../nbs/01b_data.ipynb #270be11a
 def fetch(filename, folder, mirrors, sha256, timeout=30) -> Path:
     "`folder/filename` from the cache, else from the first of `mirrors` that serves it with the right `sha256`."
     dest = Path(folder)/filename
@@ -392,6 +408,7 @@ def fetch(filename, folder, mirrors, sha256, timeout=30) -> Path:
     raise CorpusNotFoundError(f"Could not get {filename} from any of {len(failures)} mirror(s):\n  " + '\n  '.join(failures) +
                               f"\nCopy the file (sha256 {sha256}) into {dest.parent}, or pass other mirrors")
 
+# %% ../nbs/01b_data.ipynb #97641d7c
 def load_mnist(split='train', mirrors=None, sha256=None):
     "MNIST `(images, labels)` for `split`, shaped like `load_fashion_mnist`'s; downloaded once (mirrors, sha256) into the cache."
     prefix, sha = _idx_prefix(split), sha256 or MNIST_SHA256
@@ -412,10 +429,12 @@ def load_digits(split='train', test_fraction=0.2, seed=0):
     x, y = (parts[0], parts[2]) if split == 'train' else (parts[1], parts[3])
     return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y)
 
+# %% ../nbs/01b_data.ipynb #c0bfd952
 def image_stats(x: torch.Tensor):
     "Per-channel mean and standard deviation of NCHW images `x` (measure them on the training split)."
     return x.mean(dim=(0, 2, 3)), x.std(dim=(0, 2, 3))
 
+# %% ../nbs/01b_data.ipynb #583e9d7d
 def normalize_images(x: torch.Tensor, mean, std) -> torch.Tensor:
     "`(x - mean) / std` per channel of NCHW `x`."
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
@@ -426,6 +445,7 @@ def normalize_images(x: torch.Tensor, mean, std) -> torch.Tensor:
 # %% ../nbs/01b_data.ipynb #6b0c13d9
 IMAGE_DATASETS = {'fashion-mnist': load_fashion_mnist, 'mnist': load_mnist, 'digits': load_digits}
 
+# %% ../nbs/01b_data.ipynb #9c244e9e
 def load_images(name, split='train', **kwargs):
     "`(images, labels)` of split `split` of the image set `name` (a key of `IMAGE_DATASETS`); `kwargs` go to its loader."
     if name not in IMAGE_DATASETS: raise ConfigError(f"image set {name!r} is not one of {tuple(IMAGE_DATASETS)}")

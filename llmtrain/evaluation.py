@@ -93,6 +93,7 @@ def _class_preds(preds, target, who):
     raise MetricError(f"{who}: preds of shape {tuple(preds.shape)} do not fit targets of shape {tuple(target.shape)}; "
                       "pass scores of shape (..., C) or integer labels shaped like the targets")
 
+# %% ../nbs/07_evaluation.ipynb #78734662
 def _kept(target, ignore_index):
     "(mask of targets to count or None, their number as a tensor or int)."
     if ignore_index is None: return None, target.numel()
@@ -177,6 +178,7 @@ def _zero_value(zero_division):
         return float(zero_division)
     raise MetricError(f"zero_division={zero_division!r} must be 'warn', 0, 1 or nan")
 
+# %% ../nbs/07_evaluation.ipynb #c79b216f
 def _divide(num, den, zero_division, what, labels):
     "`num / den`, with `zero_division` where `den == 0` (and a warning for 'warn', as scikit-learn)."
     zero = den == 0
@@ -189,6 +191,7 @@ def _divide(num, den, zero_division, what, labels):
                           "pass zero_division to choose another value", UndefinedMetricWarning, stacklevel=3)
     return out
 
+# %% ../nbs/07_evaluation.ipynb #20d88af5
 def _nanaverage(x, weights=None) -> float:
     "Average of `x` leaving out NaNs; weights that sum to zero fall back to the plain mean (as scikit-learn)."
     keep = ~x.isnan()
@@ -199,8 +202,10 @@ def _nanaverage(x, weights=None) -> float:
         if w.sum() > 0: return float((x * w).sum() / w.sum())
     return float(x.mean())
 
+# %% ../nbs/07_evaluation.ipynb #1206905f
 AVERAGES = ('micro', 'macro', 'weighted', 'binary', None)
 
+# %% ../nbs/07_evaluation.ipynb #1c35b148
 def precision_recall_f1(cm, average='macro', labels=None, pos_label=1, zero_division='warn'):
     "`(precision, recall, f1, support)` from a confusion matrix, as scikit-learn's `precision_recall_fscore_support`."
     if average not in AVERAGES: raise MetricError(f"average={average!r} must be one of {AVERAGES}")
@@ -225,9 +230,17 @@ def precision_recall_f1(cm, average='macro', labels=None, pos_label=1, zero_divi
 def _cm_prf(self, average='macro', labels=None, pos_label=1, zero_division='warn'):
     "`(precision, recall, f1, support)` of the batches so far (see `precision_recall_f1`)."
     return precision_recall_f1(self.compute(), average, labels, pos_label, zero_division)
+
+# %% ../nbs/07_evaluation.ipynb #666353b7
 def _cm_precision(self, average='macro', **kw): "Precision (see `precision_recall_f1`)."; return self.precision_recall_f1(average, **kw)[0]
+
+# %% ../nbs/07_evaluation.ipynb #b2d92511
 def _cm_recall(self, average='macro', **kw): "Recall (see `precision_recall_f1`)."; return self.precision_recall_f1(average, **kw)[1]
+
+# %% ../nbs/07_evaluation.ipynb #8f868d2e
 def _cm_f1(self, average='macro', **kw): "F1 (see `precision_recall_f1`)."; return self.precision_recall_f1(average, **kw)[2]
+
+# %% ../nbs/07_evaluation.ipynb #a5394b84
 def _cm_accuracy(self) -> float:
     "Accuracy: the diagonal's share of all counts."
     cm = self.compute(); n = int(cm.sum())
@@ -252,6 +265,7 @@ def classification_report(cm, class_names=None, zero_division='warn'):
 # %% ../nbs/07_evaluation.ipynb #da2b34e9
 LN2 = math.log(2)
 
+# %% ../nbs/07_evaluation.ipynb #7b14e6cf
 class LMMetrics(Metric):
     "Language-model metrics from summed token losses and token counts: loss, perplexity, bits per token (and byte), accuracy."
     _states = ('loss_sum', 'tokens', 'correct', 'n_bytes')
@@ -292,6 +306,7 @@ class LMMetrics(Metric):
         if self.n_bytes is not None: out['bits_per_byte'] = float(self.loss_sum) / (LN2 * int(self.n_bytes))
         return out
 
+# %% ../nbs/07_evaluation.ipynb #f83f76f7
 def token_byte_lengths(tokenizer) -> torch.Tensor:
     "Bytes each token of `tokenizer` stands for (its own `token_bytes` when it has one: byte-level BPE tokens may be part of a character), for `LMMetrics(token_bytes=...)`."
     if hasattr(tokenizer, 'token_bytes'): return torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)])
@@ -313,6 +328,7 @@ class MeanLoss(Metric):
 # %% ../nbs/07_evaluation.ipynb #746c9933
 TASKS = ('lm', 'classification')
 
+# %% ../nbs/07_evaluation.ipynb #f7e375d9
 @torch.no_grad()
 def evaluate(model, batches, task='lm', num_classes=None, device=None, precision='fp32', ignore_index=-1,
              max_batches=None, top_k=5, token_bytes=None, zero_division='warn') -> dict:

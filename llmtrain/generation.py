@@ -44,6 +44,7 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None) -> torch.Tens
     if top_p is not None: logits = top_p_filter(logits, top_p)
     return logits
 
+# %% ../nbs/09a_generation.ipynb #2268fdd0
 def sample_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None) -> torch.Tensor:
     "The next token `(B, 1)` from last-position `logits` `(B, V)`: arg-max at temperature 0, else drawn with `generator`."
     if temperature == 0: return logits.argmax(-1, keepdim=True)
@@ -53,6 +54,7 @@ def sample_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None
 # %% ../nbs/09a_generation.ipynb #48872763
 def _is_recurrent(model) -> bool: return bool(getattr(model, 'recurrent', False))
 
+# %% ../nbs/09a_generation.ipynb #a22ca605
 @torch.no_grad()
 def next_logits_fn(model, use_cache=True):
     "A function `step(idx) -> logits (B, V)` of the next token after the context `idx` `(B, T)`, called once per new token."
@@ -142,12 +144,14 @@ def _held_back(text: str, stops) -> int:
             if text.endswith(s[:k]): n = k; break
     return n
 
+# %% ../nbs/09a_generation.ipynb #bde08f7a
 def _encode_prompt(tokenizer, prompt, device):
     ids = getattr(tokenizer, 'encode_prompt', tokenizer.encode)(prompt) if prompt else []   # a Hugging Face tokenizer adds its bos
     if not ids:
         raise ConfigError(f"the prompt {prompt!r} encodes to no tokens; give at least one character the tokenizer knows, e.g. '\\n'")
     return torch.tensor([ids], dtype=torch.long, device=device)
 
+# %% ../nbs/09a_generation.ipynb #274dd682
 def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
                     stop=(), seed=0, device='cpu', use_cache=True) -> typing.Iterator[str]:
     "Yield the text generated after `prompt` piece by piece: at most `max_new_tokens` tokens, ending before the first `stop` string."
@@ -167,6 +171,7 @@ def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperatu
         if out.done: return
     if piece := out.flush(): yield piece
 
+# %% ../nbs/09a_generation.ipynb #112ccd49
 def generate_text(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
                   stop=(), seed=0, device='cpu', use_cache=True) -> str:
     "The text `generate_stream` yields, joined (the prompt not included)."

@@ -18,12 +18,14 @@ def _shift(z, dim):
     m = z.detach().amax(dim, keepdim=True)
     return torch.where(torch.isfinite(m), m, torch.zeros_like(m))   # rows of -inf (or with +inf) need no shift
 
+# %% ../nbs/03_losses.ipynb #135593bd
 def logsumexp(z: torch.Tensor, dim: int = -1, keepdim: bool = False) -> torch.Tensor:
     "`log(sum(exp(z)))` along `dim`, computed as `m + log(sum(exp(z - m)))` with `m` the maximum: no overflow."
     m = _shift(z, dim)
     out = (z - m).exp().sum(dim, keepdim=True).log() + m
     return out if keepdim else out.squeeze(dim)
 
+# %% ../nbs/03_losses.ipynb #37d8af4f
 def log_softmax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
     "`log(softmax(z))` computed as `(z - m) - log(sum(exp(z - m)))`: finite and accurate for any finite logits."
     zs = z - _shift(z, dim)
@@ -32,15 +34,18 @@ def log_softmax(z: torch.Tensor, dim: int = -1) -> torch.Tensor:
 # %% ../nbs/03_losses.ipynb #b3fd3655
 _REDUCTIONS = ('mean', 'sum', 'none')
 
+# %% ../nbs/03_losses.ipynb #304d9813
 def _check_reduction(reduction):
     if reduction not in _REDUCTIONS: raise ConfigError(f"reduction={reduction!r} is not one of {_REDUCTIONS}")
 
+# %% ../nbs/03_losses.ipynb #c71927f0
 def _reduce(loss, reduction, count=None):
     "Apply `reduction` to per-element losses; 'mean' divides by `count` (default: the number of elements)."
     if reduction == 'none': return loss
     if reduction == 'sum': return loss.sum()
     return loss.sum() / (loss.numel() if count is None else count)
 
+# %% ../nbs/03_losses.ipynb #3640bd32
 def mse_loss(pred: torch.Tensor, target: torch.Tensor, reduction: str = 'mean') -> torch.Tensor:
     "Mean squared error `(1/N) Σ (y - ŷ)²` (`reduction='mean'`), its sum, or the per-element squares ('none')."
     _check_reduction(reduction)
@@ -73,6 +78,7 @@ def _target_distribution(logits, targets, ignore_index, eps):
     q = F.one_hot(torch.where(valid, targets, 0), C).to(logits.dtype) * (1 - eps) + eps / C
     return q * valid.unsqueeze(-1), valid.sum()
 
+# %% ../nbs/03_losses.ipynb #4401bfd4
 class CrossEntropyFunction(torch.autograd.Function):
     "Cross-entropy with the hand-derived backward `softmax(z)·Σq − q`; use it through `cross_entropy_hand`."
     @staticmethod
@@ -93,6 +99,7 @@ class CrossEntropyFunction(torch.autograd.Function):
         else: grad = grad * grad_out.unsqueeze(-1)
         return grad, None, None, None, None
 
+# %% ../nbs/03_losses.ipynb #cc683ff3
 def cross_entropy_hand(logits, targets, ignore_index: int = -100, label_smoothing: float = 0.0, reduction: str = 'mean'):
     "`cross_entropy` whose backward is the hand-derived formula of `CrossEntropyFunction`."
     _check_reduction(reduction)
@@ -136,6 +143,7 @@ class ChunkedCrossEntropyFunction(torch.autograd.Function):
             if need_w: grad_w.addmm_(g.T, h.to(acc))                                # accumulate in place
         return grad_h, (grad_w.to(weight.dtype) if need_w else None), None, None, None
 
+# %% ../nbs/03_losses.ipynb #10ca8233
 def chunked_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
                           chunk_size: int = 512, ignore_index: int = -1) -> torch.Tensor:
     "Mean cross-entropy of the logits `hidden @ weight.T` (an LM head), never holding more than `chunk_size` rows of them."

@@ -22,11 +22,13 @@ __all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'MATMUL_ATTENTION_MAX_T', 'ROPE_SC
 # %% ../nbs/02_architectures.ipynb #1a99214d
 GPT_CHOICES = dict(pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'))
 
+# %% ../nbs/02_architectures.ipynb #d439cc2c
 def swiglu_hidden(n_embd: int, multiple_of: int = 64) -> int:
     "Llama's SwiGLU width: 2/3 of a 4·`n_embd` MLP (so the three matrices hold as many weights as GELU's two), rounded up to `multiple_of`."
     h = int(2 * 4 * n_embd / 3)
     return multiple_of * math.ceil(h / multiple_of)
 
+# %% ../nbs/02_architectures.ipynb #4db19e34
 @dataclass
 class GPTConfig:
     "Shape of a GPT decoder; `pos_emb`, `norm` and `mlp` choose GPT-2's block (the defaults) or Llama's."
@@ -88,7 +90,10 @@ class GPTConfig:
         "The MLP's hidden width."
         return self.mlp_hidden or (4 * self.n_embd if self.mlp == 'gelu' else swiglu_hidden(self.n_embd))
 
+# %% ../nbs/02_architectures.ipynb #c2398c9d
 LLAMA = dict(pos_emb='rope', norm='rmsnorm', mlp='swiglu')
+
+# %% ../nbs/02_architectures.ipynb #a7cdb4c7
 PRESETS = {
     'tiny':        dict(n_layer=2,  n_head=2,  n_embd=64,  block_size=64),
     'char-cpu':    dict(n_layer=4,  n_head=4,  n_embd=128, block_size=64),
@@ -102,6 +107,7 @@ PRESETS = {
 # %% ../nbs/02_architectures.ipynb #7477e5f9
 MATMUL_ATTENTION_MAX_T = 512   # up to this many keys, bf16 attention on the CPU is faster as explicit matmuls (bench/attention_cpu.py)
 
+# %% ../nbs/02_architectures.ipynb #4e7c0df2
 def matmul_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
     "softmax(QKᵀ/√d + M)·V by two batched matmuls; arguments as `F.scaled_dot_product_attention` (a boolean mask is True where a query may look)."
     *lead, T, d = q.shape
@@ -115,10 +121,12 @@ def matmul_attention(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
     if dropout_p > 0: att = F.dropout(att, dropout_p)
     return torch.bmm(att, v.reshape(-1, S, v.size(-1))).view(*lead, T, v.size(-1))
 
+# %% ../nbs/02_architectures.ipynb #ba10588e
 def uses_matmul_attention(device, dtype, n_keys: int) -> bool:
     "Whether `attend` takes the matmul path: bf16 on the CPU with at most `MATMUL_ATTENTION_MAX_T` keys."
     return torch.device(device).type == 'cpu' and dtype == torch.bfloat16 and n_keys <= MATMUL_ATTENTION_MAX_T
 
+# %% ../nbs/02_architectures.ipynb #9fae8bd4
 def attend(q, k, v, attn_mask=None, is_causal=False, dropout_p=0.0):
     "Attention by the faster kernel for the inputs: `matmul_attention` where `uses_matmul_attention`, else SDPA."
     f = matmul_attention if uses_matmul_attention(q.device, q.dtype, k.size(-2)) else F.scaled_dot_product_attention
@@ -192,6 +200,7 @@ class CausalSelfAttention(nn.Module):
 ROPE_SCALINGS = dict(default=(), linear=('factor',),
                      llama3=('factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'))
 
+# %% ../nbs/02_architectures.ipynb #15edfeaf
 def rope_frequencies(head_dim: int, base: float = 10000.0, scaling=None) -> torch.Tensor:
     "RoPE's frequencies θⱼ = base^(-2j/head_dim) (float64, `head_dim/2`), rescaled by `scaling`: `{'rope_type': 'linear', 'factor'}` divides all by the factor (positions interpolated), `'llama3'` divides only the long wavelengths and blends the middle band (Llama 3.1's long-context recipe)."
     theta = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
@@ -209,7 +218,6 @@ def rope_frequencies(head_dim: int, base: float = 10000.0, scaling=None) -> torc
         return torch.where(wavelen > old / lo, theta / f, torch.where(wavelen < old / hi, theta, (1 - smooth) * theta / f + smooth * theta))
     return theta
 
-
 # %% ../nbs/02_architectures.ipynb #4fecafb3
 def rope_angles(head_dim: int, max_len: int, base: float = 10000.0, device=None, dtype=torch.float32, scaling=None):
     "`cos` and `sin` of RoPE's angles m·θⱼ, θⱼ = base^(-2j/head_dim) (rescaled by `scaling`, see `rope_frequencies`), for positions m < `max_len`: two `(max_len, head_dim/2)` tensors."
@@ -217,6 +225,7 @@ def rope_angles(head_dim: int, max_len: int, base: float = 10000.0, device=None,
     ang = torch.outer(torch.arange(max_len, dtype=torch.float64), theta)      # computed in float64, then stored
     return ang.cos().to(device, dtype), ang.sin().to(device, dtype)
 
+# %% ../nbs/02_architectures.ipynb #b53542ff
 def apply_rope(x, cos, sin):
     "Rotate the pairs (xⱼ, xⱼ₊d/₂) of `x` `(..., T, d)` by the angles whose `cos`, `sin` are `(T, d/2)`; returns `x`'s dtype."
     d = x.size(-1) // 2
@@ -241,6 +250,7 @@ class MLP(nn.Module):
         self.dropout, self.approximate = nn.Dropout(c.dropout), c.gelu_approx
     def forward(self, x): return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.approximate)))
 
+# %% ../nbs/02_architectures.ipynb #7a045d48
 class SwiGLU(nn.Module):
     "Llama's gated feed-forward network `W₂(silu(W₁x) ⊙ W₃x)`; `c_fc` holds W₁ and W₃ stacked, hidden width `c.hidden`."
     def __init__(self, c: GPTConfig):
@@ -349,6 +359,7 @@ class KVCache:
 # %% ../nbs/02_architectures.ipynb #0afebda3
 RNN_CELLS = {'rnn': nn.RNN, 'lstm': nn.LSTM, 'gru': nn.GRU}
 
+# %% ../nbs/02_architectures.ipynb #b97ef761
 @dataclass
 class RNNConfig:
     "Shape of a recurrent language model: `cell` is rnn | lstm | gru, hidden size `n_embd`, `n_layer` layers."
@@ -367,11 +378,13 @@ class RNNConfig:
             if not isinstance(v, int) or v <= 0: raise ConfigError(f"{k}={v!r} must be a positive integer")
         if not 0 <= self.dropout < 1: raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
 
+# %% ../nbs/02_architectures.ipynb #a7b3c175
 class RNNState:
     "The hidden state of a recurrent model between calls (its KV cache): `model(idx, cache=state)` reads and updates it."
     def __init__(self): self.state, self.pos = None, 0
     def reset(self): self.state, self.pos = None, 0
 
+# %% ../nbs/02_architectures.ipynb #be9b3f96
 class RNNLM(nn.Module):
     "A recurrent language model (vanilla RNN, LSTM or GRU) with the GPT's interface: `model(idx, targets) -> (logits, loss)`."
     recurrent = True
@@ -412,12 +425,14 @@ def num_params(model, non_embedding=True) -> int:
         n -= model.wte.weight.numel()
     return n
 
+# %% ../nbs/02_architectures.ipynb #63233f32
 def flops_per_token(model, seq_len=None) -> float:
     "Training FLOPs per token (forward + backward) of a GPT: 6N + 12·L·C·T."
     c = model.config
     T = seq_len or c.block_size
     return 6 * num_params(model) + 12 * c.n_layer * c.n_embd * T
 
+# %% ../nbs/02_architectures.ipynb #ed83e3c0
 def model_flops(model, seq_len=None) -> dict:
     "Matrix-product FLOPs per token of a GPT or `RNNLM`: `forward`, `backward` (2× forward) and `train` (their sum)."
     c = model.config
@@ -440,6 +455,7 @@ def counted_flops(model, *batch) -> dict:
     model.zero_grad(set_to_none=True)
     return dict(forward=f.get_total_flops(), backward=b.get_total_flops())
 
+# %% ../nbs/02_architectures.ipynb #9e683274
 def activation_memory(model, *batch) -> int:
     "Bytes of the tensors autograd saves for the backward of `model(*batch)`: parameters left out, shared storage counted once."
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -456,6 +472,7 @@ def activation_memory(model, *batch) -> int:
 # %% ../nbs/02_architectures.ipynb #0c9ab89c
 _NORMS = (nn.LayerNorm, nn.RMSNorm, nn.modules.batchnorm._BatchNorm, nn.GroupNorm)
 
+# %% ../nbs/02_architectures.ipynb #05926ef8
 def _component(name, m) -> str:
     "The part of a model that the leaf module `m` called `name` belongs to."
     if isinstance(m, nn.Embedding): return 'position embedding' if name.endswith('wpe') else 'token embedding'
@@ -468,11 +485,13 @@ def _component(name, m) -> str:
     if isinstance(m, nn.Linear): return 'dense'
     return 'other'
 
+# %% ../nbs/02_architectures.ipynb #bc994907
 def _shape(o):
     if isinstance(o, torch.Tensor): return tuple(o.shape)
     if isinstance(o, (tuple, list)) and o and isinstance(o[0], torch.Tensor): return tuple(o[0].shape)
     return None
 
+# %% ../nbs/02_architectures.ipynb #128a7f0f
 def model_summary(model, *inputs):
     "A pandas table of `model`'s leaf modules: name, type, component, output shape (for example `inputs`) and parameters (a shared tensor counted once)."
     import pandas as pd
@@ -501,6 +520,7 @@ def model_summary(model, *inputs):
                          params=count, shared_with=', '.join(shared)))
     return pd.DataFrame(rows)
 
+# %% ../nbs/02_architectures.ipynb #179a5d85
 def param_counts(model) -> dict:
     "Parameters by component (token embedding, attention, mlp, norm, recurrent, head, ...), each tensor counted once."
     df = model_summary(model)
@@ -541,6 +561,7 @@ class StrongCNN(nn.Module):
 # %% ../nbs/02_architectures.ipynb #6751a68d
 CNN_MODELS = ('seed_cnn', 'strong_cnn')
 
+# %% ../nbs/02_architectures.ipynb #b029cb73
 def create_model(cfg, vocab_size: int, image_shape=None) -> nn.Module:
     "The model named by `cfg.model` (gpt | rnn | lstm | gru | seed_cnn | strong_cnn), shaped by `cfg` (a `TrainConfig`); `vocab_size` is the number of classes for the CNNs, which take `image_shape` `(C, H, W)` (default MNIST's)."
     if cfg.model == 'gpt':

@@ -17,9 +17,12 @@ __all__ = ['SUPPORTED_MODEL_TYPES', 'HUB_FILES', 'IGNORED_SUFFIXES', 'GPT2_BLOCK
 
 # %% ../nbs/02b_pretrained.ipynb #682cd9a4
 SUPPORTED_MODEL_TYPES = ('gpt2', 'llama', 'qwen2', 'mistral')
+
+# %% ../nbs/02b_pretrained.ipynb #b4b8b27f
 HUB_FILES = ['config.json', 'generation_config.json', '*.safetensors', 'model.safetensors.index.json', 'tokenizer.json',
              'tokenizer_config.json', 'special_tokens_map.json']
 
+# %% ../nbs/02b_pretrained.ipynb #e94a1bc0
 def resolve_source(src, revision=None) -> Path:
     "The local folder of `src`: a folder as it is, or a Hugging Face hub id fetched (or found in the hub's cache) at `revision`."
     p = Path(str(src)).expanduser()
@@ -50,6 +53,7 @@ def read_hf_config(folder) -> dict:
     if not isinstance(d, dict): raise CheckpointError(f"{p} must hold a JSON object")
     return d
 
+# %% ../nbs/02b_pretrained.ipynb #b17cc94c
 def _rope(hf) -> tuple:
     "RoPE's base and scaling dict from `rope_parameters` (transformers 5) or `rope_theta` + `rope_scaling` (earlier)."
     p = dict(hf.get('rope_parameters') or hf.get('rope_scaling') or {})
@@ -57,9 +61,11 @@ def _rope(hf) -> tuple:
     kind = p.pop('rope_type', p.pop('type', 'default'))
     return base, (None if kind == 'default' else dict(p, rope_type=kind))
 
+# %% ../nbs/02b_pretrained.ipynb #f8b40069
 def _refuse(mt, key, value, fix):
     raise ConfigError(f"{mt}: {key}={value!r} has no llmtrain counterpart; {fix}")
 
+# %% ../nbs/02b_pretrained.ipynb #f540e667
 def gpt_config_from_hf(hf: dict) -> GPTConfig:
     "The `GPTConfig` of a Hugging Face `config.json` of a supported `model_type` (GPT-2, Llama 2/3, Qwen2, Mistral)."
     mt = hf.get('model_type')
@@ -118,8 +124,10 @@ def hf_layout(c: GPTConfig, model_type: str) -> dict:
     L['lm_head.weight'] = ('tied', [], None) if c.tie_weights else ('same', ['lm_head.weight'], None)
     return L
 
+# %% ../nbs/02b_pretrained.ipynb #f2158fbe
 IGNORED_SUFFIXES = ('.attn.bias', '.attn.masked_bias', 'rotary_emb.inv_freq')    # buffers older checkpoints saved
 
+# %% ../nbs/02b_pretrained.ipynb #967db9bb
 def _hf_shapes(layout, shapes) -> dict:
     "Hugging Face key -> the shape it must have, from llmtrain's `shapes`."
     out = {}
@@ -148,6 +156,7 @@ def weight_files(folder) -> list:
     raise CheckpointError(f"{f} holds no weights: expected model.safetensors, model-0000k-of-0000n.safetensors with "
                           "model.safetensors.index.json, or pytorch_model.bin")
 
+# %% ../nbs/02b_pretrained.ipynb #730b9fa1
 class _Weights:
     "One weight file opened for reading: `keys()`, `shape(k)`, `dtype(k)`, `get(k)`; safetensors memory-mapped, `.bin` by `torch.load(weights_only=True)`."
     def __init__(self, path):
@@ -181,10 +190,12 @@ def _dtype(d):
     if str(d) not in names: raise ConfigError(f"dtype={d!r} is not one of {list(names)} (None: the checkpoint's own)")
     return names[str(d)]
 
+# %% ../nbs/02b_pretrained.ipynb #84dd5583
 def _normalise_gpt2(k):
     "GPT-2 checkpoints on the hub name tensors without the `transformer.` prefix that `GPT2LMHeadModel` writes."
     return k if k.startswith(('transformer.', 'lm_head.')) else 'transformer.' + k
 
+# %% ../nbs/02b_pretrained.ipynb #f7658827
 def read_weights(folder, c: GPTConfig, model_type: str, dtype=None, shapes=None) -> dict:
     "llmtrain's state dict for config `c` from the weight files of `folder`, every name and shape checked first; tensors in `dtype` (None: the checkpoint's)."
     layout = hf_layout(c, model_type)
@@ -245,6 +256,7 @@ def load_pretrained(src, revision=None, dtype=None, device='cpu'):
 # %% ../nbs/02b_pretrained.ipynb #e2dbdf6d
 GPT2_BLOCK = dict(pos_emb='learned', norm='layernorm', mlp='gelu')
 
+# %% ../nbs/02b_pretrained.ipynb #49c31242
 def export_model_type(c: GPTConfig, prefer=None) -> str:
     "The Hugging Face `model_type` a GPT with config `c` is written as (gpt2, llama or qwen2); `ConfigError` naming the option that has none."
     block = {k: getattr(c, k) for k in GPT2_BLOCK}

@@ -34,12 +34,14 @@ def resolve_device(device='auto') -> torch.device:
         raise ConfigError("device='mps' but MPS is not available; use device=auto or device=cpu")
     return d
 
+# %% ../nbs/05_resources.ipynb #af9829fc
 def cpu_has_bf16() -> bool:
     "Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."
     try: flags = Path('/proc/cpuinfo').read_text()
     except OSError: return False
     return any(f in flags for f in (' avx512_bf16', ' amx_bf16'))
 
+# %% ../nbs/05_resources.ipynb #3d715273
 def resolve_precision(precision, device) -> str:
     "The precision to use before any quick check: bf16/fp16 on CUDA, fp32 elsewhere (`auto`); else as given."
     if precision not in ('auto', 'fp32', 'bf16', 'fp16'):
@@ -52,8 +54,10 @@ def resolve_precision(precision, device) -> str:
         return 'bf16' if torch.cuda.is_bf16_supported(including_emulation=False) else 'fp16'
     return 'fp32'
 
+# %% ../nbs/05_resources.ipynb #25305887
 PRECISION_DTYPES = {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}
 
+# %% ../nbs/05_resources.ipynb #7f50393f
 def autocast_ctx(precision, device):
     "The autocast context for `precision` on `device` (a no-op for fp32)."
     if precision == 'fp32': return contextlib.nullcontext()
@@ -72,6 +76,7 @@ def time_step(model, batch, precision, device, reps=3) -> float:
     model.zero_grad(set_to_none=True)
     return sorted(times)[len(times) // 2]
 
+# %% ../nbs/05_resources.ipynb #351a4cbc
 def choose_cpu_precision(model, batch, device=torch.device('cpu'), margin=0.9) -> tuple[str, dict]:
     "bf16 if this CPU has native bf16 and a quick check finds it faster than `margin` × fp32 time; else fp32."
     if device.type != 'cpu' or not cpu_has_bf16(): return 'fp32', {}
@@ -86,6 +91,7 @@ def act_bytes(precision: str) -> int:
     if precision not in ('fp32', 'bf16', 'fp16'): raise ConfigError(f"precision={precision!r}: use fp32, bf16 or fp16")
     return 4 if precision == 'fp32' else 2
 
+# %% ../nbs/05_resources.ipynb #23787d5c
 def gpt_memory(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') -> dict:
     "Predicted bytes of a GPT training step with AdamW on `device`: static parts, activations and the peak."
     with torch.device('meta'): P = sum(p.numel() for p in GPT(c).parameters())
@@ -105,6 +111,7 @@ def gpt_memory(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') 
 _UNITS = {'': 1, 'b': 1, 'k': 2**10, 'kb': 10**3, 'kib': 2**10, 'm': 2**20, 'mb': 10**6, 'mib': 2**20,
           'g': 2**30, 'gb': 10**9, 'gib': 2**30, 't': 2**40, 'tb': 10**12, 'tib': 2**40}
 
+# %% ../nbs/05_resources.ipynb #49fa14fb
 def parse_bytes(s) -> int:
     "An amount of memory, `'6GB'`, `'6GiB'`, `'512MiB'` or a number of bytes, as an int."
     import re
@@ -113,16 +120,19 @@ def parse_bytes(s) -> int:
         raise ConfigError(f"{s!r} is not an amount of memory; write e.g. 6GB, 6GiB, 512MiB or a number of bytes")
     return int(float(m[1]) * _UNITS[m[2].lower()])
 
+# %% ../nbs/05_resources.ipynb #48c5b579
 def _read_int(path):
     try: v = Path(path).read_text().split()[0]
     except (OSError, IndexError): return None
     return int(v) if v.isdigit() else None
 
+# %% ../nbs/05_resources.ipynb #e14f8431
 def _reclaimable(stat_file, key) -> int:
     "The page cache the kernel drops before it refuses memory (`inactive_file` of a cgroup's memory.stat)."
     try: return next(int(l.split()[1]) for l in open(stat_file) if l.split()[0] == key)
     except (OSError, StopIteration, ValueError, IndexError): return 0
 
+# %% ../nbs/05_resources.ipynb #9b28e055
 def cgroup_free(proc='/proc/self/cgroup', root='/sys/fs/cgroup') -> int | None:
     "Bytes this process's control group can still take: cgroup v2 `memory.max` − `memory.current`, v1 `memory.limit_in_bytes` − `memory.usage_in_bytes` (less reclaimable page cache); None without a limit."
     try: lines = Path(proc).read_text().splitlines()
@@ -142,6 +152,7 @@ def cgroup_free(proc='/proc/self/cgroup', root='/sys/fs/cgroup') -> int | None:
                     free.append(lim - cur + _reclaimable(d/'memory.stat', 'total_inactive_file'))
     return max(0, min(free)) if free else None
 
+# %% ../nbs/05_resources.ipynb #6733d3d0
 def available_memory(device) -> int:
     "Bytes `device` can still give a run: `$LLMTRAIN_MEMORY_LIMIT` when set; CUDA's free memory; MPS's recommended maximum less what it holds; on the CPU `MemAvailable`, or the control group's room when that is smaller."
     device = torch.device(device)
@@ -160,6 +171,7 @@ def device_budget(device) -> int:
     "Bytes a run may use on `device`: 90% of `available_memory` (a margin for the allocator's fragmentation and the framework's workspace)."
     return int(0.9 * available_memory(device))
 
+# %% ../nbs/05_resources.ipynb #bbf9d061
 def plan_batch(c: GPTConfig, budget: int, precision='bf16', tokens_per_step=None, max_micro_batch=1024, device='cuda') -> dict:
     "Largest power-of-two micro-batch within `budget` bytes, and accumulation steps for `tokens_per_step`."
     fits = [b for b in (2 ** i for i in range(int(math.log2(max_micro_batch)) + 1))
@@ -209,6 +221,7 @@ def _steps(m, batch, precision, device, mode=contextlib.nullcontext(), n=2) -> i
             loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
     return sum(p.numel() * p.element_size() for p in m.parameters())
 
+# %% ../nbs/05_resources.ipynb #ababcb89
 def _two_steps(c: GPTConfig, micro_batch, precision, device, mode=contextlib.nullcontext()) -> int:
     "Run two AdamW training steps of a fresh GPT under `mode`; return the parameters' bytes."
     g = torch.Generator(device).manual_seed(0)
@@ -216,6 +229,7 @@ def _two_steps(c: GPTConfig, micro_batch, precision, device, mode=contextlib.nul
     x = torch.randint(0, c.vocab_size, (micro_batch, c.block_size), device=device, generator=g)
     return _steps(m, (x, x), precision, device, mode)
 
+# %% ../nbs/05_resources.ipynb #138f0a43
 def measure_model_peak(model, batch, precision='fp32', device='cpu') -> int:
     "Measured peak bytes of two AdamW training steps of `model` on `batch` (any model with the `(logits, loss)` interface): the CUDA allocator's peak, or on the CPU the live-tensor peak (`LiveTensorMemory`) plus the parameters."
     device = torch.device(device)
@@ -229,6 +243,7 @@ def measure_model_peak(model, batch, precision='fp32', device='cpu') -> int:
     mem = LiveTensorMemory(device)
     return _steps(model, batch, precision, device, mem) + mem.peak
 
+# %% ../nbs/05_resources.ipynb #eadeef73
 def measure_step_peak(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') -> int:
     "Measured peak bytes of two AdamW training steps of a GPT with config `c` (`measure_model_peak` of a fresh model on random tokens)."
     device = torch.device(device)
@@ -241,6 +256,7 @@ def measure_step_peak(c: GPTConfig, micro_batch: int, precision='bf16', device='
 def _proc_bytes(field) -> int:
     return next(int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith(field + ':'))
 
+# %% ../nbs/05_resources.ipynb #235affd3
 def _step_rss(c, micro_batch, precision) -> int:
     torch.set_num_threads(1)
     gc.collect()
@@ -249,6 +265,7 @@ def _step_rss(c, micro_batch, precision) -> int:
     params = _two_steps(c, micro_batch, precision, torch.device('cpu'))
     return _proc_bytes('VmHWM') - rss0 + params
 
+# %% ../nbs/05_resources.ipynb #e18a3629
 def measure_step_rss(c: GPTConfig, micro_batch: int, precision='fp32'):
     "Peak resident-memory growth of a fresh process over two CPU AdamW steps, plus the parameters (Linux; else None)."
     if not Path('/proc/self/clear_refs').exists(): return None
@@ -264,15 +281,18 @@ def measure_step_rss(c: GPTConfig, micro_batch: int, precision='fp32'):
 # %% ../nbs/05_resources.ipynb #eb13eea6
 OPTIMIZER_STATE_BYTES = {'adamw': 8, 'adam': 8, 'adamw-scratch': 8, 'adam-scratch': 8, 'sgd': 4, 'momentum': 4, 'nesterov': 4, 'gd': 0}
 
+# %% ../nbs/05_resources.ipynb #e2293a18
 RNN_MEMORY = {  # activation bytes per token: per layer × width, per width, per vocabulary entry (fitted to CPU steps, bench/memory_cpu.py)
     ('rnn', 4): (4.1, 20.2, 11.2), ('rnn', 2): (2.5, 6.7, 10.5), ('lstm', 4): (53.6, 25.9, 11.1),
     ('lstm', 2): (31.1, 30.1, 9.7), ('gru', 4): (19.5, 46.5, 10.1), ('gru', 2): (9.7, 23.0, 9.7)}
 
+# %% ../nbs/05_resources.ipynb #ea971f57
 def _static(P, a, trainable=None) -> dict:
     "Weights, gradients, AdamW's moments and autocast's low-precision weight copies for `P` parameters."
     trainable = P if trainable is None else trainable
     return dict(params=4 * P, grads=4 * trainable, optimizer=8 * trainable, weight_copies=0 if a == 4 else 2 * P)
 
+# %% ../nbs/05_resources.ipynb #4218f921
 def rnn_memory(c: RNNConfig, micro_batch: int, precision='fp32') -> dict:
     "Predicted bytes of an `RNNLM` training step with AdamW: static parts, and activations from the per-token costs in `RNN_MEMORY`."
     with torch.device('meta'): P = sum(p.numel() for p in RNNLM(c).parameters())
@@ -282,6 +302,7 @@ def rnn_memory(c: RNNConfig, micro_batch: int, precision='fp32') -> dict:
     m['peak'] = sum(m.values())
     return m
 
+# %% ../nbs/05_resources.ipynb #4e7398cc
 @functools.lru_cache(maxsize=64)
 def _cnn_probe(model: str, n_classes: int, image_shape: tuple, precision: str, dropout: float) -> tuple:
     "Measured live-tensor peaks of two AdamW steps of the CNN at micro-batches 2 and 4 on the CPU (a tiny probe), and its parameters."
@@ -296,6 +317,7 @@ def _cnn_probe(model: str, n_classes: int, image_shape: tuple, precision: str, d
     finally: torch.set_rng_state(torch_state)
     return peaks[0], peaks[1], sum(p.numel() for p in m.parameters())
 
+# %% ../nbs/05_resources.ipynb #6de69d11
 def cnn_memory(model: str, n_classes: int, image_shape, micro_batch: int, precision='fp32', dropout=0.25) -> dict:
     "Predicted bytes of a training step of the CNN `model` (seed_cnn | strong_cnn) with AdamW: a measured probe at micro-batches 2 and 4, extrapolated linearly."
     a = act_bytes(precision)
@@ -308,6 +330,7 @@ def cnn_memory(model: str, n_classes: int, image_shape, micro_batch: int, precis
 # %% ../nbs/05_resources.ipynb #1bfdaab7
 _META_LOCK = threading.RLock()
 
+# %% ../nbs/05_resources.ipynb #1dd4768c
 @contextlib.contextmanager
 def _meta_build():
     "Build modules on the meta device with `torch.nn.init`'s initialisers skipped for meta tensors, and RoPE's tables left empty: they allocate nothing there but cost milliseconds each (the tables' `arange` on meta even imports torch._dynamo, seconds). Real tensors, in any thread, are initialised as usual."
@@ -328,12 +351,14 @@ def _meta_build():
             for n, f in saved.items(): setattr(init, n, f)
             models.rope_angles = rope
 
+# %% ../nbs/05_resources.ipynb #a2ace6eb
 def _linear_in_layers(f, cfg) -> dict:
     "`f(cfg)`, a dict of numbers linear in `cfg.n_layer`, from its values at one and two layers: a deep model costs two shallow meta builds."
     if cfg.n_layer <= 2 or cfg.model in CNN_MODELS: return f(cfg)
     one, two = f(dataclasses.replace(cfg, n_layer=1)), f(dataclasses.replace(cfg, n_layer=2))
     return {k: one[k] + (cfg.n_layer - 1) * (two[k] - one[k]) for k in one}
 
+# %% ../nbs/05_resources.ipynb #bdd669ba
 def model_memory(cfg, vocab_size: int, image_shape=None, micro_batch=None, precision='fp32', device='cpu', world=1) -> dict:
     "Predicted bytes on one of `world` processes of a training step of the model `cfg` (a `TrainConfig`) names, any family: weights, gradients (of trainable parameters), `cfg.optimizer`'s state, activations, batches held on the device, sharding or DDP buckets, and the `peak`."
     B, device = micro_batch or cfg.batch_size, torch.device(device)
@@ -392,6 +417,7 @@ def measure_matmul_flops(device='cpu', dtype=torch.float32, n=None, iters=None) 
         best = min(best, time.perf_counter() - t)
     return 2 * n ** 3 / best
 
+# %% ../nbs/05_resources.ipynb #bbf93bd8
 def device_name(device) -> str:
     "A stable name for the processor behind `device` (GPU name, or the CPU model and thread count)."
     device = torch.device(device)
@@ -401,6 +427,7 @@ def device_name(device) -> str:
     except (OSError, StopIteration): pass
     return f"{name} ({torch.get_num_threads()} threads)"
 
+# %% ../nbs/05_resources.ipynb #8533057d
 def peak_flops(device, dtype=torch.float32, refresh=False) -> float:
     "The measured matmul FLOP/s of `device` in `dtype`, cached per device in the data cache (`refresh` measures again)."
     key = f"{device_name(device)}|{dtype}|torch {torch.__version__}"
@@ -412,6 +439,7 @@ def peak_flops(device, dtype=torch.float32, refresh=False) -> float:
         with atomic_write(path) as t: t.write_text(json.dumps(cache, indent=1))
     return cache[key]
 
+# %% ../nbs/05_resources.ipynb #b9d894c6
 def mfu(tokens_per_s: float, flops_per_token: float, peak_flops: float) -> float:
     "Model FLOPs utilisation: achieved model FLOP/s over the measured peak."
     return tokens_per_s * flops_per_token / peak_flops
@@ -467,11 +495,13 @@ def _plan_precisions(cfg, device) -> list:
     return ['bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported(including_emulation=False) else
             ('fp16' if device.type == 'cuda' else 'fp32')]
 
+# %% ../nbs/05_resources.ipynb #ba1dbe8c
 def _divisor_at_most(n: int, limit: int) -> int:
     "The largest divisor of `n` that is at most `limit` (0 when `limit` < 1)."
     pairs = (x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d))   # O(√n), for huge batches too
     return max((d for d in pairs if d <= limit), default=0)
 
+# %% ../nbs/05_resources.ipynb #8e2ee268
 def _smaller_shapes(cfg, peak1, budget) -> list:
     "Settings under which micro-batch 1 fits `budget`: bf16, fewer layers (width kept) or a narrower model (depth kept)."
     out = []
@@ -494,6 +524,7 @@ def _smaller_shapes(cfg, peak1, budget) -> list:
     if lo < len(widths) and fits(widths[lo]): out.append(f'n_embd={widths[lo]}' + (f' n_head={cfg.n_head}' if cfg.model == 'gpt' else ''))
     return out
 
+# %% ../nbs/05_resources.ipynb #7628f59e
 def plan_run(cfg, vocab_size: int, image_shape=None, device=None, world=None, budget=None, resident_bytes=0) -> dict:
     "The memory plan of the run `cfg` describes, before anything is allocated: the predicted peak at its micro-batch (or the one `batch_size=auto` picks for `tokens_per_step`), the budget, whether it fits, the largest micro-batch that does and the `grad_accum` that keeps the step's size. `resident_bytes`: a data set the run copies to an accelerator whole (image sets)."
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
@@ -525,10 +556,12 @@ def plan_run(cfg, vocab_size: int, image_shape=None, device=None, world=None, bu
 class ResourceError(LLMTrainError, MemoryError):
     "A run does not fit in its device's memory: predicted before it allocates, or out of memory during a step; the message names the setting to lower."
 
+# %% ../nbs/05_resources.ipynb #3362a23f
 def _gib(n) -> str:
     "Bytes for a message: MiB below a tenth of a GiB, GiB with two decimals up to 100, then whole GiB."
     return f"{n / 2**20:.1f} MiB" if n < 2**30 / 10 else f"{n / 2**30:.2f} GiB" if n < 100 * 2**30 else f"{n / 2**30:,.0f} GiB"
 
+# %% ../nbs/05_resources.ipynb #02b6f2b3
 def memory_message(cfg, plan) -> str:
     "One line on why the run described by `cfg` does not fit, as `plan_run` found, and what would."
     bd, b, k, seqs = plan['breakdown'], plan['micro_batch'] or 1, plan['grad_accum'], plan['sequences_per_step']
@@ -551,6 +584,7 @@ def memory_message(cfg, plan) -> str:
         tail = f"Even micro-batch 1 needs {_gib(plan['min_peak'])}; what fits: {alt}"
     return head + tail + "; memory_check=warn or off runs it anyway"
 
+# %% ../nbs/05_resources.ipynb #743ab1b4
 def check_memory(cfg, vocab_size: int, image_shape=None, device=None, world=None, resident_bytes=0) -> tuple:
     "Consult the planner before a run allocates: `(cfg, plan)`, with `batch_size=auto` resolved in `cfg`; a run that does not fit raises `ResourceError` (`memory_check=error`), warns (`warn`) or goes on (`off`)."
     if cfg.memory_check == 'off' and cfg.batch_size != 'auto': return cfg, None
@@ -593,6 +627,7 @@ def _first_step_peak(t) -> int:
         with torch.no_grad():
             for k, v in m.named_buffers(): v.copy_(buffers[k])
 
+# %% ../nbs/05_resources.ipynb #4e273441
 def confirm_plan(trainer, plan, margin=0.2):
     "For `batch_size=auto`: measure the first micro-batch's forward and backward; while it exceeds the plan by more than `margin`, back off one power of two (more accumulation, the same step) and say so. Returns the trainer."
     t = trainer
@@ -619,12 +654,14 @@ def confirm_plan(trainer, plan, margin=0.2):
 # %% ../nbs/05_resources.ipynb #6da9a95b
 _OOM_TEXT = ("can't allocate memory", 'not enough memory', 'DefaultCPUAllocator', 'out of memory', 'Cannot allocate memory')
 
+# %% ../nbs/05_resources.ipynb #d407e7f9
 def is_out_of_memory(e: BaseException) -> bool:
     "Whether `e` is an out-of-memory error: CUDA's `OutOfMemoryError`, or a `RuntimeError` from the CPU (or MPS) allocator."
     if isinstance(e, ResourceError): return False
     if isinstance(e, (torch.OutOfMemoryError, MemoryError)): return True
     return isinstance(e, RuntimeError) and any(s in str(e) for s in _OOM_TEXT)
 
+# %% ../nbs/05_resources.ipynb #c62d0b56
 @contextlib.contextmanager
 def oom_guard(trainer):
     "Turn an out-of-memory error raised inside `with` (a step, an evaluation) into a `ResourceError` naming the settings to lower; the last checkpoint is left as it was."

@@ -217,6 +217,7 @@ def _num(body, key, default, lo, hi, kind=float, lo_open=False):
                        param=key, code='invalid_value')
     return kind(v)
 
+# %% ../nbs/09c_chat.ipynb #7f09f1f9
 def sampling_args(body: dict, engine: Engine) -> dict:
     "`Request` settings from an OpenAI request `body`, each field checked (400 with the field named when wrong)."
     if body.get('n', 1) != 1: raise APIError("only n=1 is supported", param='n', code='invalid_value')
@@ -232,6 +233,7 @@ def sampling_args(body: dict, engine: Engine) -> dict:
     return dict(max_tokens=max_tokens, temperature=_num(body, 'temperature', 1.0, 0, 2),
                 top_p=_num(body, 'top_p', 1.0, 0, 1, lo_open=True), stop=tuple(stop), seed=seed)
 
+# %% ../nbs/09c_chat.ipynb #225b393e
 def prompt_ids(body: dict, engine: Engine, chat: bool) -> tuple[list[int], set]:
     "Prompt ids (a conversation through the chat template, or text) and the ids that end the reply, truncated if `truncate_prompt_tokens` asks."
     try:

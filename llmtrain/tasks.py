@@ -27,6 +27,7 @@ class TaskError(LLMTrainError, ValueError):
 # %% ../nbs/07b_tasks.ipynb #a26e4687
 KINDS = ('multiple_choice', 'generate')
 
+# %% ../nbs/07b_tasks.ipynb #42ae1567
 @dataclass
 class Task:
     "An evaluation task: `items` to score, `fewshot_pool` to draw examples from, and how to build and score prompts."
@@ -79,6 +80,7 @@ def check_item(it, kind, where='task', row=1):
 TASK_KEYS = {'name', 'type', 'data', 'fewshot_data', 'fewshot', 'template', 'fields', 'delimiter', 'fewshot_delimiter',
              'stop', 'max_new_tokens', 'seed', 'split_rule'}
 
+# %% ../nbs/07b_tasks.ipynb #2408227a
 def read_jsonl(path) -> list:
     "The rows of a JSON-lines file; a `TaskError` names the file and line of a row that is not JSON."
     rows, path = [], Path(path)
@@ -100,6 +102,7 @@ def _to_item(row, spec, where, i):
         except KeyError as e: raise TaskError(f"{where}, row {i}: field {e.args[0]!r} that the template uses is missing") from None
     return it
 
+# %% ../nbs/07b_tasks.ipynb #aa5142a7
 def load_task(path) -> Task:
     "A `Task` from a YAML file (see the format above) and the JSONL files it names, every row checked."
     import yaml
@@ -171,6 +174,7 @@ def encode_pair(tokenizer, context: str, continuation: str, where='', memo=None)
 # %% ../nbs/07b_tasks.ipynb #58f10dcc
 def _device(model): return next(model.parameters()).device
 
+# %% ../nbs/07b_tasks.ipynb #a4aa926b
 def max_length(model) -> int:
     "The longest input the scorer gives `model`: its `block_size` (recurrent models too, so every model sees the same window)."
     return model.config.block_size
@@ -224,6 +228,7 @@ def _expand_cache(c, n):
     else: c.state = tuple(s.expand(-1, n, -1).contiguous() for s in c.state) if isinstance(c.state, tuple) else c.state.expand(-1, n, -1).contiguous()
     return c
 
+# %% ../nbs/07b_tasks.ipynb #36e554e2
 @torch.no_grad()
 def _score_group(model, ctx, conts):
     "Log-likelihoods of the continuations `conts` of one context `ctx`: the context once, then every continuation in one batch."
@@ -264,8 +269,11 @@ def loglikelihoods(model, pairs, batch_size=64, share_prefix=True) -> list[tuple
 
 # %% ../nbs/07b_tasks.ipynb #a9c2665f
 def _argmax(xs): return max(range(len(xs)), key=lambda j: xs[j])
+
+# %% ../nbs/07b_tasks.ipynb #96e0e9fe
 def _stderr(p, n): return math.sqrt(p * (1 - p) / n)      # of a mean of n scores of 0 or 1 (`acc` or `exact_match`)
 
+# %% ../nbs/07b_tasks.ipynb #d4b4e990
 def choice_pairs(tokenizer, task: Task, max_len: int, limit=None) -> tuple[list, list, int]:
     "The `(context ids, continuation ids)` pairs of every choice of `task.items[:limit]`, each item's `(start, end)` among them, and how many items are truncated to `max_len`."
     pairs, spans, n_trunc, ctx_ids = [], [], 0, {}
@@ -314,6 +322,7 @@ def score_task(model, tokenizer, task, limit=None, batch_size=64, share_prefix=T
 # %% ../nbs/07b_tasks.ipynb #05edfcac
 SENTENCE_RE = re.compile(r'(?<=[.!?])\s+(?=[A-Z])')
 
+# %% ../nbs/07b_tasks.ipynb #3939a3ad
 def pydoc_sentences() -> dict:
     "The sentences (30 to 200 characters of prose) of each topic of Python's built-in documentation, `{topic: [sentences]}`, topics sorted; a sentence that several topics share stays with the first."
     from pydoc_data.topics import topics
@@ -342,6 +351,7 @@ def _pydoc_items(topics, by_topic, rng):
     rng.shuffle(items)
     return items
 
+# %% ../nbs/07b_tasks.ipynb #44d88ae3
 def pydoc_cloze(n=None, fewshot=0, seed=0) -> Task:
     "Pick the true next sentence of Python's documentation among 4 (3 drawn from other topics). Split: topic k (sorted) goes to the few-shot pool when k % 5 == 0."
     by_topic = pydoc_sentences()
@@ -394,6 +404,7 @@ def letter_count_examples(seed=0, min_len=4, max_len=10, letters='abcdefgh') -> 
         l = rng.choice(letters)
         yield dict(prompt=f'count {l} in {w}:', target=str(w.count(l)), chance=1 / (len(w) + 1))
 
+# %% ../nbs/07b_tasks.ipynb #26cfc9bc
 SKILLS = {'addition': addition_examples, 'reversal': reversal_examples, 'letter_count': letter_count_examples}
 
 # %% ../nbs/07b_tasks.ipynb #17491498
@@ -412,6 +423,7 @@ def skill_task(name, n=100, fewshot=0, seed=0, pool_size=50, **kw) -> Task:
 BUILTIN_TASKS = {'pydoc_cloze': pydoc_cloze, 'shakespeare_speaker': shakespeare_speaker,
                  **{k: (lambda k: lambda n=100, fewshot=0, seed=0: skill_task(k, n, fewshot, seed))(k) for k in SKILLS}}
 
+# %% ../nbs/07b_tasks.ipynb #0cb7f545
 def get_task(name, n=None, fewshot=None, seed=0) -> Task:
     "A built-in task by name (`BUILTIN_TASKS`), or the task of a YAML file; `n` items at most, `fewshot` examples per prompt."
     p = Path(str(name))
@@ -454,6 +466,7 @@ def task_table(results: dict) -> str:
 # %% ../nbs/07b_tasks.ipynb #c77e9541
 _LM_CLASS = None
 
+# %% ../nbs/07b_tasks.ipynb #77a3c51a
 def lm_eval_model():
     "The `lm_eval` model class `llmtrain` (an `lm_eval.api.model.LM` subclass), registered in lm-eval's model registry on first call."
     global _LM_CLASS

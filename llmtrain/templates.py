@@ -16,6 +16,7 @@ __all__ = ['ROLES', 'CHAT_TOKENS', 'check_messages', 'add_chat_tokens', 'ChatTem
 # %% ../nbs/01d_chat_templates.ipynb #5edb763f
 ROLES = ('system', 'user', 'assistant')
 
+# %% ../nbs/01d_chat_templates.ipynb #3aa675df
 def check_messages(messages) -> list[dict]:
     "`messages` as a list of `{'role', 'content'}` dicts, checked: each role one of `ROLES`, each content a string (errors name the message)."
     if not isinstance(messages, (list, tuple)) or not messages:
@@ -34,6 +35,7 @@ def check_messages(messages) -> list[dict]:
 # %% ../nbs/01d_chat_templates.ipynb #bbcae79d
 CHAT_TOKENS = ('<|system|>', '<|user|>', '<|assistant|>', '<|end|>')
 
+# %% ../nbs/01d_chat_templates.ipynb #1fe5846c
 def add_chat_tokens(tok):
     "`tok` with `CHAT_TOKENS` as special tokens: appended after the vocabulary of a char or BPE tokenizer (old ids unchanged); a word tokenizer must already have them."
     missing = [t for t in CHAT_TOKENS if t not in tok.special_tokens]
@@ -126,6 +128,7 @@ def _jinja_env():
     env.globals.update(raise_exception=raise_exception, strftime_now=lambda fmt: datetime.now().strftime(fmt))
     return env
 
+# %% ../nbs/01d_chat_templates.ipynb #6e9213d9
 def render_jinja(template: str, messages, add_generation_prompt=False, **variables) -> str:
     "`messages` rendered by the Jinja chat `template` as `transformers` renders it; `variables` are e.g. `bos_token`, `eos_token`."
     import jinja2

@@ -83,6 +83,8 @@ class Callback:
 # %% ../nbs/06_training.ipynb #e73ee4bc
 METRICS = ['iter', 'tokens', 'train_loss', 'val_loss', 'val_bpb', 'val_acc', 'lr', 'grad_norm', 'tokens_per_s', 'ms_per_iter', 'mfu',
            'skipped_steps', 'elapsed_s']
+
+# %% ../nbs/06_training.ipynb #8b497fa0
 class CSVLogger(Callback):
     "Append every logged and evaluated metric row to `run_dir/metrics.csv`."
     order = 10

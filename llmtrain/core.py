@@ -112,13 +112,15 @@ class TrainConfig:
     norm: str = 'layernorm'                    # GPT normalisation: layernorm | rmsnorm
     mlp: str = 'gelu'                          # GPT feed-forward: gelu | swiglu
     # optimizer and schedule
-    optimizer: str = 'adamw'                   # adamw | adam | sgd | gd | momentum | nesterov | adam-scratch | adamw-scratch
+    optimizer: str = 'adamw'                   # adamw | adam | sgd | gd | momentum | nesterov | adam-scratch | adamw-scratch | muon
     lr: float = 1e-3
     min_lr: float = 1e-4
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     momentum: float = 0.9                      # for sgd, momentum, nesterov
+    muon_lr: typing.Optional[float] = None     # muon: peak lr of the hidden matrices (default: lr; same schedule, chapter 4)
+    muon_momentum: float = 0.95                # muon: momentum of the hidden matrices
     grad_clip: float = 1.0                     # 0 disables clipping
     schedule: str = 'cosine'                   # constant | step | cosine | wsd | onecycle (chapter 4)
     warmup_iters: int = 100
@@ -147,7 +149,7 @@ _CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 
                 model=('gpt', 'rnn', 'lstm', 'gru', 'seed_cnn', 'strong_cnn'), pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'),
                 mlp=('gelu', 'swiglu'), distributed=('ddp', 'fsdp'), tokenizer=('char', 'word', 'bpe'), sampler=('random', 'sequential'),
                 schedule=('constant', 'step', 'cosine', 'wsd', 'onecycle'),             # = llmtrain.optim.SCHEDULES
-                optimizer=('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch'))
+                optimizer=('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch', 'muon'))
 _POSITIVE = 'n_layer n_head n_embd block_size max_iters batch_size grad_accum eval_interval eval_iters log_interval'.split()
 
 def validate_config(cfg):
@@ -161,7 +163,7 @@ def validate_config(cfg):
     if not 0 < cfg.val_fraction < 1: raise ConfigError(f"val_fraction={cfg.val_fraction} must be in (0, 1)")
     if not cfg.lr > 0: raise ConfigError(f"lr={cfg.lr} must be > 0")
     if not 0 <= cfg.min_lr <= cfg.lr: raise ConfigError(f"min_lr={cfg.min_lr} must be in [0, lr={cfg.lr}]")
-    for k in ('beta1', 'beta2', 'momentum'):
+    for k in ('beta1', 'beta2', 'momentum', 'muon_momentum'):
         if not 0 <= getattr(cfg, k) < 1: raise ConfigError(f"{k}={getattr(cfg, k)} must be in [0, 1)")
     for k in ('weight_decay', 'grad_clip', 'warmup_iters', 'ckpt_interval', 'sample_tokens', 'early_stop_patience',
               'early_stop_min_delta'):
@@ -170,6 +172,7 @@ def validate_config(cfg):
     for f in fields(cfg):                                 # inf passes every range check above: lr=inf, grad_clip=nan
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{f.name}={v} must be a finite number")
+    if cfg.muon_lr is not None and not cfg.muon_lr > 0: raise ConfigError(f"muon_lr={cfg.muon_lr} must be > 0 (or None: lr)")
     for k in ('lr_decay_iters', 'vocab_size'):
         v = getattr(cfg, k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):

@@ -12,10 +12,11 @@ from .core import LLMTrainError, ConfigError, DataError, atomic_write
 
 # %% auto #0
 __all__ = ['SKIP_TAGS', 'NORMAL_FORMS', 'ENGLISH_STOP_WORDS', 'CHINESE_STOP_WORDS', 'CHINESE_KEEP_WORDS', 'STOPWORD_LANGS',
-           'CLEAN_STEPS', 'LM_STEPS', 'CLASSIC_STEPS', 'DEFAULT_VOCAB_SIZE', 'WORD_PATTERN', 'TOKENIZERS', 'strip_html',
-           'normalize_unicode', 'remove_punctuation', 'segment_zh', 'remove_stopwords', 'fold_whitespace', 'lowercase',
-           'Cleaner', 'clean', 'VocabSizeWarning', 'Tokenizer', 'CharTokenizer', 'WordTokenizer', 'BPETokenizer',
-           'train_tokenizer', 'save_tokenizer', 'load_tokenizer', 'tokenizer_stats']
+           'CLEAN_STEPS', 'LM_STEPS', 'CLASSIC_STEPS', 'DEFAULT_VOCAB_SIZE', 'WORD_PATTERN', 'GPT2_PATTERN',
+           'TOKENIZERS', 'strip_html', 'normalize_unicode', 'remove_punctuation', 'segment_zh', 'remove_stopwords',
+           'fold_whitespace', 'lowercase', 'Cleaner', 'clean', 'VocabSizeWarning', 'Tokenizer', 'CharTokenizer',
+           'WordTokenizer', 'tiktoken_encoding', 'BPETokenizer', 'train_tokenizer', 'save_tokenizer', 'load_tokenizer',
+           'tokenizer_stats']
 
 # %% ../nbs/01a_preprocessing.ipynb #4940e217
 def _check_text(text, who):
@@ -507,6 +508,33 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, d): return cls(d['words'], d['special_tokens'], d['unk'], d['pattern'])
 
+# %% ../nbs/01a_preprocessing.ipynb #0ff964d1
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""   # the ByteLevel pre-tokenizer's regex
+
+def tiktoken_encoding(hf, name: str = 'llmtrain-bpe'):
+    "A `tiktoken.Encoding` giving the same ids as the byte-level BPE `hf` (a `tokenizers.Tokenizer`), or None where that cannot be guaranteed."
+    try: import tiktoken
+    except ImportError: return None
+    d = json.loads(hf.to_str())
+    m, pre = d['model'], d.get('pre_tokenizer') or {}
+    if (m.get('type') != 'BPE' or m.get('dropout') or m.get('continuing_subword_prefix') or m.get('end_of_word_suffix')
+            or m.get('byte_fallback') or d.get('normalizer') or pre.get('type') != 'ByteLevel' or pre.get('add_prefix_space')
+            or not pre.get('use_regex', True)): return None
+    added = d.get('added_tokens') or []
+    if any(t.get('lstrip') or t.get('rstrip') or t.get('single_word') for t in added): return None
+    special = {t['content']: t['id'] for t in added}
+    vocab, bd = m['vocab'], _byte_decoder()
+    last = -1
+    for x in m['merges']:                                   # each merge makes a new token, ids in merge order
+        a, b = x if isinstance(x, list) else x.split(' ', 1)
+        i = vocab.get(a + b)
+        if i is None or i <= last: return None
+        last = i
+    try: ranks = {bytes(bd[ch] for ch in s): i for s, i in vocab.items() if s not in special}
+    except KeyError: return None                             # a string outside the byte-level alphabet
+    if len(ranks) != len(vocab) - sum(s in vocab for s in special): return None
+    return tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=special)
+
 # %% ../nbs/01a_preprocessing.ipynb #3c45b143
 @functools.lru_cache(maxsize=None)
 def _byte_decoder() -> dict:
@@ -539,6 +567,7 @@ class BPETokenizer(Tokenizer):
         self.hf = hf                                            # a tokenizers.Tokenizer
         self._n = hf.get_vocab_size(with_added_tokens=True)
         self._special = {t.content: i for i, t in sorted(hf.get_added_tokens_decoder().items()) if t.special}
+        self._tt = None                                         # its tiktoken twin, built on first use (False: none)
 
     @classmethod
     def train(cls, text: str, vocab_size=None, special_tokens=('<|endoftext|>',), min_frequency=2):
@@ -576,17 +605,29 @@ class BPETokenizer(Tokenizer):
         try: return bytes(_byte_decoder()[c] for c in t)
         except KeyError: return self.decode([i]).encode('utf-8')      # a loaded tokenizer that is not byte-level
 
+    @property
+    def fast(self):
+        "A `tiktoken` encoding that gives exactly these ids (`tiktoken_encoding`), built on first use; None where there is none."
+        if self._tt is None: self._tt = tiktoken_encoding(self.hf) or False
+        return self._tt or None
+
     def encode(self, text: str) -> list[int]:
-        "The ids of `text`, encoded in pieces that give the ids of the whole."
+        "The ids of `text`: by `fast` (tiktoken) where it exists, else by `tokenizers` in pieces that give the ids of the whole."
         _check_text(text, 'encode')
+        if self.fast is not None:
+            _check_unicode(text)                                # tiktoken would replace a lone surrogate silently
+            return self.fast.encode(text, allowed_special='all')
         try: return [i for c in _text_chunks(text) for i in self.hf.encode(c, add_special_tokens=False).ids]
         except Exception:
             _check_unicode(text)                                # the clear error for a lone surrogate
             raise
 
     def encode_array(self, text: str, dtype=np.int64) -> np.ndarray:
-        "The ids of `text` as an array: its pieces encoded in one batch call (parallel unless TOKENIZERS_PARALLELISM=false)."
+        "The ids of `text` as an array: by `fast` (tiktoken), else its pieces in one `tokenizers` batch call (parallel unless TOKENIZERS_PARALLELISM=false)."
         _check_text(text, 'encode')
+        if self.fast is not None:
+            _check_unicode(text)
+            return self.fast.encode_to_numpy(text, allowed_special='all').astype(dtype, copy=False)
         batch = getattr(self.hf, 'encode_batch_fast', self.hf.encode_batch)   # _fast skips character offsets: ~1.3x
         try: enc = batch(_text_chunks(text), add_special_tokens=False)
         except Exception:

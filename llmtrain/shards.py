@@ -168,7 +168,7 @@ def _train_tokenizer(kind, vocab_size, files, split_at, total, chunk_bytes, erro
 
 # %% ../nbs/01c_shards.ipynb #548c2f0b
 def prepare_shards(corpus, out_dir, tokenizer='char', vocab_size=None, val_fraction=0.1, workers=None,
-                   chunk_bytes=1 << 20, errors='strict', sample_bytes=1 << 24, overwrite=False, progress=True) -> Path:
+                   chunk_bytes=1 << 20, errors='strict', sample_bytes=1 << 22, overwrite=False, progress=True) -> Path:
     "Tokenize `corpus` into a shard folder `out_dir` (train.bin, val.bin, tokenizer.json, meta.json), streaming, with `workers` processes."
     t0 = time.perf_counter()
     if errors not in DECODE_ERRORS: raise ConfigError(f"errors={errors!r} is not one of {DECODE_ERRORS}")

@@ -125,18 +125,20 @@ NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
 
 def newton_schulz(G: torch.Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: float = 1e-7,
                   dtype=torch.bfloat16) -> torch.Tensor:
-    "An approximately orthogonal matrix `≈ UVᵀ` (with `G = USVᵀ`) from `steps` quintic Newton–Schulz iterations, computed in `dtype`."
-    if G.dim() != 2: raise ValueError(f"Newton–Schulz orthogonalises a matrix; got a tensor of shape {tuple(G.shape)}")
+    "An approximately orthogonal matrix `≈ UVᵀ` (with `G = USVᵀ`) from `steps` quintic Newton–Schulz iterations, computed in `dtype`; a stack `(k, m, n)` matrix by matrix."
+    if G.dim() not in (2, 3): raise ValueError(f"Newton–Schulz orthogonalises a matrix or a stack of them; got a tensor of shape {tuple(G.shape)}")
     a, b, c = coefficients
     X = G.to(dtype)
-    tall = G.size(0) > G.size(1)
-    if tall: X = X.T                                        # iterate on the wide side: X Xᵀ is the smaller Gram matrix
-    X = X / X.norm().clamp(min=eps)                         # Frobenius norm ≥ spectral norm: every singular value ≤ 1
+    tall = G.size(-2) > G.size(-1)
+    if tall: X = X.mT                                       # iterate on the wide side: X Xᵀ is the smaller Gram matrix
+    norm = X.norm() if X.dim() == 2 else X.norm(dim=(-2, -1), keepdim=True)
+    X = X / norm.clamp(min=eps)                             # Frobenius norm ≥ spectral norm: every singular value ≤ 1
+    mm = torch.addmm if X.dim() == 2 else torch.baddbmm     # a stack: one batched product per step
     for _ in range(steps):
-        A = X @ X.T
-        B = torch.addmm(A, A, A, beta=b, alpha=c)           # bA + cA²
-        X = torch.addmm(X, B, X, beta=a)                    # aX + bAX + cA²X: odd in the singular values
-    return X.T if tall else X
+        A = X @ X.mT
+        B = mm(A, A, A, beta=b, alpha=c)                    # bA + cA²
+        X = mm(X, B, X, beta=a)                             # aX + bAX + cA²X: odd in the singular values
+    return X.mT if tall else X
 
 
 # %% ../nbs/04_optimizers.ipynb #070a66be
@@ -151,7 +153,8 @@ class Muon(Optimizer):
     "Muon: Nesterov momentum, orthogonalised by `newton_schulz` (in `ns_dtype`), for 2-D weight matrices (as `torch.optim.Muon`)."
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
                  ns_coefficients=NS_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
-                 ns_dtype=torch.bfloat16):
+                 ns_dtype=torch.bfloat16, batched: bool = True):
+        self.batched = batched                                  # same-shape matrices in one stacked iteration
         _check(lr=lr, weight_decay=weight_decay, momentum=momentum, eps=eps)
         if adjust_lr_fn not in (None, 'original', 'match_rms_adamw'):
             raise ConfigError(f"adjust_lr_fn={adjust_lr_fn!r} is not known; choose None, 'original' or 'match_rms_adamw'")
@@ -175,16 +178,22 @@ class Muon(Optimizer):
         loss = _evaluate(closure)
         for group in self.param_groups:
             lr, mu, wd = group['lr'] * group.get('lr_ratio', 1.0), group['momentum'], group['weight_decay']
+            ns, same_shape = (group['ns_steps'], group['ns_coefficients'], group['eps'], group['ns_dtype']), {}
             for p in group['params']:
                 if p.grad is None: continue
                 state = self.state[p]
                 if 'momentum_buffer' not in state: state['momentum_buffer'] = torch.zeros_like(p.grad)
                 m = state['momentum_buffer'].lerp_(p.grad, 1 - mu)             # m ← μm + (1 − μ)g
                 u = p.grad.lerp(m, mu) if group['nesterov'] else m             # Nesterov: look ahead along m
-                o = _orthogonal_update(u, group['ns_steps'], group['ns_coefficients'], group['eps'], group['ns_dtype'])
-                p.mul_(1 - lr * wd)                                            # decoupled weight decay
-                p.add_(o, alpha=-lr * self.lr_factor(p.shape, group['adjust_lr_fn']))
+                if hasattr(u, 'full_tensor') or not self.batched: self._apply(p, _orthogonal_update(u, *ns), lr, wd, group)
+                else: same_shape.setdefault((tuple(u.shape), u.dtype), []).append((p, u))
+            for pu in same_shape.values():                                     # one stacked iteration per shape
+                for (p, _), o in zip(pu, newton_schulz(torch.stack([u for _, u in pu]), *ns)): self._apply(p, o, lr, wd, group)
         return loss
+
+    def _apply(self, p, o, lr, wd, group):
+        p.mul_(1 - lr * wd)                                                    # decoupled weight decay
+        p.add_(o, alpha=-lr * self.lr_factor(p.shape, group['adjust_lr_fn']))
 
 
 # %% ../nbs/04_optimizers.ipynb #5ea5ae85

@@ -199,18 +199,26 @@ def test_muon_matches_torch_optim_muon_over_many_steps():
     hidden = param_groups(m, 0.1, muon=True)[0]['params']
     a, b = [p.detach().clone().requires_grad_() for p in hidden], [p.detach().clone().requires_grad_() for p in hidden]
     for kw in (dict(), dict(adjust_lr_fn='match_rms_adamw'), dict(nesterov=False, momentum=0.9)):
-        oa, ob = Muon(a, lr=0.02, weight_decay=0.1, **kw), torch.optim.Muon(b, lr=0.02, weight_decay=0.1, **kw)
+        oa, ob = Muon(a, lr=0.02, weight_decay=0.1, batched=False, **kw), torch.optim.Muon(b, lr=0.02, weight_decay=0.1, **kw)
         for _ in range(60):
             for pa, pb in zip(a, b): pa.grad = pb.grad = torch.randn_like(pa) + pa.detach()   # gradients that depend on the weights
             oa.step(); ob.step()
         assert all(torch.equal(pa, pb) for pa, pb in zip(a, b)), kw
+    c = [p.detach().clone().requires_grad_() for p in b]                   # stacked by shape: bfloat16 rounding apart
+    oc, ob = Muon(c, lr=0.02, weight_decay=0.1), torch.optim.Muon(b, lr=0.02, weight_decay=0.1)
+    for _ in range(60):
+        for pc, pb in zip(c, b): pc.grad = pb.grad = torch.randn_like(pc) + pc.detach()
+        oc.step(); ob.step()
+    assert max((pc - pb).abs().max().item() for pc, pb in zip(c, b)) < 1e-2
 
 def test_newton_schulz_orthogonalises():
     torch.manual_seed(0)
     G = torch.randn(48, 4) @ torch.randn(4, 80) + 0.3 * torch.randn(48, 80)
     s = torch.linalg.svdvals(newton_schulz(G).float())
     assert 0.5 < s.min() and s.max() < 1.3
-    with pytest.raises(ValueError, match='matrix'): newton_schulz(torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match='matrix'): newton_schulz(torch.randn(2, 2, 3, 4))
+    st = torch.randn(4, 48, 80)
+    assert (newton_schulz(st).float() - torch.stack([newton_schulz(g) for g in st]).float()).abs().max() < 0.02
 
 def test_muon_groups_and_errors():
     m = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16, tie_weights=False))

@@ -6,7 +6,8 @@
 
 Parts:
   prepare   prepare_shards on the corpus with each tokenizer and --workers processes: end-to-end MB/s (tokenizer training
-            included) and encode MB/s (reading, decoding, encoding, writing, hashing). Target: >= 10 MB/s on 2 cores.
+            included), encode MB/s (reading, decoding, encoding, writing, hashing) and, for BPE, whether the ids equal Hugging Face
+            tokenizers' on the whole corpus (ids_equal_hf). Target: >= 10 MB/s on 2 cores.
   rss       peak resident memory of a prepare run on 1x and 4x the corpus (4x: four copies concatenated in one file), each
             in a fresh child process: max of its own ru_maxrss and RUSAGE_CHILDREN (its worker processes). The import
             baseline (python + llmtrain + torch) is measured the same way. Target: roughly flat (4x / 1x close to 1).
@@ -37,7 +38,8 @@ def child(args):
         t0 = time.perf_counter()
         sh.prepare_shards(corpus, out, tokenizer=kind, vocab_size=args.vocab if kind == 'bpe' else None,
                           workers=args.workers, progress=False)
-        res.update(seconds=time.perf_counter() - t0, meta=sh.read_shard_meta(out))
+        from llmtrain.data import read_shard_meta
+        res.update(seconds=time.perf_counter() - t0, meta=read_shard_meta(out))
     res['rss_mb'] = peak_rss_mb()
     print('RESULT ' + json.dumps(res))
 
@@ -47,17 +49,29 @@ def run_child(args, spec):
     if r.returncode: raise SystemExit(f"child {spec} failed:\n{r.stderr[-3000:]}")
     return json.loads(next(l for l in r.stdout.splitlines() if l.startswith('RESULT '))[7:])
 
+def check_ids(src, shard_dir):
+    "Whether the shards' BPE ids (train then val) are those Hugging Face `tokenizers` itself gives for the whole corpus."
+    import numpy as np
+    from llmtrain.preprocessing import load_tokenizer, _text_chunks
+    from llmtrain.data import read_shard_meta
+    tok, meta = load_tokenizer(Path(shard_dir)/'tokenizer.json'), read_shard_meta(shard_dir)
+    ids = np.concatenate([np.fromfile(Path(shard_dir)/f'{p}.bin', dtype=meta['dtype']) for p in ('train', 'val')])
+    enc = tok.hf.encode_batch_fast(_text_chunks(src.read_text(encoding='utf-8')), add_special_tokens=False)
+    return bool(np.array_equal(ids, np.concatenate([np.asarray(e.ids) for e in enc])))
+
 def bench_prepare(args, src, work, results):
     mb = src.stat().st_size / 1e6
     for kind in args.tokenizers:
         runs = [run_child(args, f'{kind}|{src}|{work}/{kind}-{i}') for i in range(args.rounds)]
         best = min(runs, key=lambda r: r['seconds'])
         m = best['meta']
+        same = check_ids(src, f'{work}/{kind}-{runs.index(best)}') if kind == 'bpe' else None
         results['prepare'].append(dict(
             tokenizer=kind, vocab_size=m['tokenizer']['vocab_size'], workers=args.workers, MB=round(mb, 2),
             tokens=sum(m['tokens'].values()), bytes_per_token=round(mb * 1e6 / sum(m['tokens'].values()), 3),
             total_s=round(best['seconds'], 2), total_MBps=round(mb / best['seconds'], 2),
-            encode_s=m['encode_seconds'], encode_MBps=round(mb / m['encode_seconds'], 2), rss_mb=round(best['rss_mb'])))
+            encode_s=m['encode_seconds'], encode_MBps=round(mb / m['encode_seconds'], 2), rss_mb=round(best['rss_mb']),
+            **({} if same is None else dict(ids_equal_hf=same))))
         print(f"prepare {kind}: {results['prepare'][-1]}", flush=True)
         for i in range(args.rounds): subprocess.run(['rm', '-rf', f'{work}/{kind}-{i}'])
 

@@ -44,7 +44,7 @@ def prepare_cmd(corpus: Param("a registered corpus name, or a text file, folder 
                 workers: Param("encoding processes (default: every core; 0: encode in this process)", int) = None,
                 chunk_bytes: Param("bytes of text per piece of work", int) = 1 << 20,
                 errors: Param("bytes that are not UTF-8: strict (an error), replace or ignore", str) = 'strict',
-                sample_bytes: Param("bytes of the training split a word/bpe tokenizer is trained on", int) = 1 << 24,
+                sample_bytes: Param("bytes of the training split a word/bpe tokenizer is trained on", int) = 1 << 22,
                 overwrite: Param("replace an existing shard folder", store_true) = False):
     "Tokenize a corpus into token shards (train.bin, val.bin, tokenizer.json, meta.json) for `llmtrain train corpus=OUT_DIR`."
     from llmtrain.shards import prepare_shards

@@ -20,18 +20,23 @@ __all__ = ['LLMTrainError', 'ConfigError', 'DataError', 'CorpusNotFoundError', '
 class LLMTrainError(Exception):
     "Base class of every error llmtrain raises on bad input; the message names the fix."
 
+# %% ../nbs/00_core.ipynb #0f477d8d
 class ConfigError(LLMTrainError, ValueError):
     "A configuration value or key is wrong."
 
+# %% ../nbs/00_core.ipynb #5b7d31ff
 class DataError(LLMTrainError, ValueError):
     "Input data is missing, empty, corrupt or inconsistent."
 
+# %% ../nbs/00_core.ipynb #e75793dd
 class CorpusNotFoundError(DataError, FileNotFoundError):
     "A corpus is neither cached nor downloadable."
 
+# %% ../nbs/00_core.ipynb #678756be
 class CheckpointError(LLMTrainError, RuntimeError):
     "A checkpoint cannot be read or does not fit the model."
 
+# %% ../nbs/00_core.ipynb #60c35303
 class DiskFullError(LLMTrainError, OSError):
     "The disk filled up while a file was being written; the file's previous version is left as it was."
 
@@ -63,6 +68,7 @@ def atomic_write(path):
                                 "Free some space or point out_dir (or LLMTRAIN_CACHE) at a larger disk, then run again") from e
         raise
 
+# %% ../nbs/00_core.ipynb #13db91a4
 def _disk_full(e, folder) -> bool:
     "Whether `e` means the disk is full: ENOSPC/EDQUOT, or torch.save's zip writer failing on a disk with (almost) no space left."
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, 'EDQUOT', errno.ENOSPC)): return True
@@ -70,6 +76,7 @@ def _disk_full(e, folder) -> bool:
         with contextlib.suppress(OSError): return shutil.disk_usage(folder).free < (1 << 20)
     return False
 
+# %% ../nbs/00_core.ipynb #0615776e
 def _free(folder) -> str:
     with contextlib.suppress(OSError): return f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB"
     return 'unknown'
@@ -118,13 +125,15 @@ class TrainConfig:
     qkv_bias: typing.Optional[bool] = None     # GPT biases on q/k/v only, as Qwen2 (None: attn_bias)
     rope_base: float = 10000.0                 # RoPE's base wavelength (Hugging Face's rope_theta)
     # optimizer and schedule
-    optimizer: str = 'adamw'                   # adamw | adam | sgd | gd | momentum | nesterov | adam-scratch | adamw-scratch
+    optimizer: str = 'adamw'                   # adamw | adam | sgd | gd | momentum | nesterov | adam-scratch | adamw-scratch | muon
     lr: float = 1e-3
     min_lr: float = 1e-4
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     momentum: float = 0.9                      # for sgd, momentum, nesterov
+    muon_lr: typing.Optional[float] = None     # muon: peak lr of the hidden matrices (default: lr; same schedule, chapter 4)
+    muon_momentum: float = 0.95                # muon: momentum of the hidden matrices
     grad_clip: float = 1.0                     # 0 disables clipping
     schedule: str = 'cosine'                   # constant | step | cosine | wsd | onecycle (chapter 4)
     warmup_iters: int = 100
@@ -156,9 +165,12 @@ _CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 
                 model=('gpt', 'rnn', 'lstm', 'gru', 'seed_cnn', 'strong_cnn'), pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'),
                 mlp=('gelu', 'swiglu'), distributed=('ddp', 'fsdp'), tokenizer=('char', 'word', 'bpe'), sampler=('random', 'sequential'),
                 schedule=('constant', 'step', 'cosine', 'wsd', 'onecycle'),             # = llmtrain.optim.SCHEDULES
-                optimizer=('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch'))
+                optimizer=('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch', 'muon'))
+
+# %% ../nbs/00_core.ipynb #81192cec
 _POSITIVE = 'n_layer n_head n_embd block_size max_iters grad_accum eval_interval eval_iters log_interval'.split()
 
+# %% ../nbs/00_core.ipynb #5d0eb40e
 def validate_config(cfg):
     "Raise `ConfigError` naming the first field of `cfg` whose value is out of range."
     for k, allowed in _CHOICES.items():
@@ -170,7 +182,7 @@ def validate_config(cfg):
     if not 0 < cfg.val_fraction < 1: raise ConfigError(f"val_fraction={cfg.val_fraction} must be in (0, 1)")
     if not cfg.lr > 0: raise ConfigError(f"lr={cfg.lr} must be > 0")
     if not 0 <= cfg.min_lr <= cfg.lr: raise ConfigError(f"min_lr={cfg.min_lr} must be in [0, lr={cfg.lr}]")
-    for k in ('beta1', 'beta2', 'momentum'):
+    for k in ('beta1', 'beta2', 'momentum', 'muon_momentum'):
         if not 0 <= getattr(cfg, k) < 1: raise ConfigError(f"{k}={getattr(cfg, k)} must be in [0, 1)")
     for k in ('weight_decay', 'grad_clip', 'warmup_iters', 'ckpt_interval', 'sample_tokens', 'early_stop_patience',
               'early_stop_min_delta'):
@@ -179,6 +191,7 @@ def validate_config(cfg):
     for f in fields(cfg):                                 # inf passes every range check above: lr=inf, grad_clip=nan
         v = getattr(cfg, f.name)
         if isinstance(v, float) and not math.isfinite(v): raise ConfigError(f"{f.name}={v} must be a finite number")
+    if cfg.muon_lr is not None and not cfg.muon_lr > 0: raise ConfigError(f"muon_lr={cfg.muon_lr} must be > 0 (or None: lr)")
     for k in ('lr_decay_iters', 'vocab_size', 'n_kv_head', 'tokens_per_step'):
         v = getattr(cfg, k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
@@ -196,6 +209,7 @@ def _field_types():
     hints = typing.get_type_hints(TrainConfig)
     return {f.name: hints[f.name] for f in fields(TrainConfig)}
 
+# %% ../nbs/00_core.ipynb #f8a41ddb
 def _coerce(key, value, typ):
     "Convert `value` to the type annotation `typ` of field `key`, or raise `ConfigError`."
     args = typing.get_args(typ)
@@ -223,6 +237,7 @@ def _coerce(key, value, typ):
     except (TypeError, ValueError): pass
     raise ConfigError(f"{key}={value!r} is not a valid {typ.__name__}")
 
+# %% ../nbs/00_core.ipynb #2480512e
 def _check_key(key):
     names = [f.name for f in fields(TrainConfig)]
     if key not in names:
@@ -242,6 +257,7 @@ def parse_overrides(overrides) -> dict:
         out[k] = v
     return out
 
+# %% ../nbs/00_core.ipynb #3f2b9aac
 def load_config(path=None, overrides=(), **kwargs) -> TrainConfig:
     "Build a `TrainConfig` from an optional YAML file, then `key=value` overrides, then keyword arguments."
     d = {}
@@ -258,6 +274,7 @@ def load_config(path=None, overrides=(), **kwargs) -> TrainConfig:
     for k in d: _check_key(k)
     return TrainConfig(**{k: _coerce(k, v, types[k]) for k, v in d.items()})
 
+# %% ../nbs/00_core.ipynb #dc58cefa
 def save_config(cfg: TrainConfig, path):
     "Write `cfg` as YAML to `path` (atomically)."
     with atomic_write(path) as t: t.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))

@@ -12,8 +12,8 @@ import torch.nn as nn
 from .core import ConfigError
 
 # %% auto #0
-__all__ = ['SCHEDULES', 'OPTIMIZERS', 'GD', 'Momentum', 'Adam', 'AdamW', 'param_groups', 'schedule_lr', 'create_optimizer',
-           'configure_optimizer', 'lr_find', 'plot_lr_find']
+__all__ = ['NS_COEFFICIENTS', 'SCHEDULES', 'OPTIMIZERS', 'GD', 'Momentum', 'Adam', 'AdamW', 'param_groups', 'newton_schulz',
+           'Muon', 'MuonAdamW', 'schedule_lr', 'create_optimizer', 'configure_optimizer', 'lr_find', 'plot_lr_find']
 
 # %% ../nbs/04_optimizers.ipynb #97ef1951
 def _check(**hp):
@@ -24,15 +24,18 @@ def _check(**hp):
         elif k == 'momentum' and not 0.0 <= v < 1.0: raise ConfigError(f"momentum={v} must be in [0, 1)")
         elif not v >= 0.0: raise ConfigError(f"{k}={v} must be >= 0")
 
+# %% ../nbs/04_optimizers.ipynb #91c9d128
 def _evaluate(closure):
     "Run the optional closure with gradients enabled and return its loss."
     if closure is None: return None
     with torch.enable_grad(): return closure()
 
+# %% ../nbs/04_optimizers.ipynb #fc049ed8
 def _l2(grad, p, weight_decay):
     "The gradient of L + weight_decay/2·|p|² (coupled weight decay)."
     return grad.add(p, alpha=weight_decay) if weight_decay else grad
 
+# %% ../nbs/04_optimizers.ipynb #14239714
 class GD(Optimizer):
     "Gradient descent: `p ← p − lr·(∇L + weight_decay·p)`."
     def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.0):
@@ -98,6 +101,7 @@ class Adam(Optimizer):
                 p.addcdiv_(m_hat, v_hat.sqrt().add_(eps), value=-lr)
         return loss
 
+# %% ../nbs/04_optimizers.ipynb #8fd27d7c
 class AdamW(Adam):
     "AdamW: Adam with decoupled weight decay `p ← p·(1 − lr·weight_decay)` (as `torch.optim.AdamW`)."
     decoupled = True
@@ -105,18 +109,148 @@ class AdamW(Adam):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
 
 # %% ../nbs/04_optimizers.ipynb #7e26f4e6
-def param_groups(model, weight_decay):
-    "Two AdamW groups: decay for linear/conv/recurrent weight matrices, none for biases, norms and embedding-only tables."
+def param_groups(model, weight_decay, muon: bool = False):
+    "Two AdamW groups: decay for linear/conv/recurrent weight matrices, none for biases, norms and embedding-only tables; `muon=True` moves the hidden `nn.Linear` matrices into a first group flagged `muon`."
     decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))}
     decay_ids |= {id(p) for m in model.modules() if isinstance(m, nn.RNNBase)           # recurrent weight matrices
                   for n, p in m.named_parameters(recurse=False) if n.startswith('weight')}
     params = [p for p in model.parameters() if p.requires_grad]
-    return [dict(params=[p for p in params if id(p) in decay_ids], weight_decay=weight_decay),
-            dict(params=[p for p in params if id(p) not in decay_ids], weight_decay=0.0)]
+    groups = [dict(params=[p for p in params if id(p) in decay_ids], weight_decay=weight_decay),
+              dict(params=[p for p in params if id(p) not in decay_ids], weight_decay=0.0)]
+    if not muon: return groups
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}    # a tied head is a table too
+    hidden = {id(m.weight) for m in linears[:-1] if id(m.weight) not in tables}        # the last Linear is the output head
+    return [dict(params=[p for p in groups[0]['params'] if id(p) in hidden], weight_decay=weight_decay, muon=True),
+            dict(params=[p for p in groups[0]['params'] if id(p) not in hidden], weight_decay=weight_decay), groups[1]]
+
+# %% ../nbs/04_optimizers.ipynb #e5a1a5bb
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+
+# %% ../nbs/04_optimizers.ipynb #55fe27ac
+def newton_schulz(G: torch.Tensor, steps: int = 5, coefficients=NS_COEFFICIENTS, eps: float = 1e-7,
+                  dtype=torch.bfloat16) -> torch.Tensor:
+    "An approximately orthogonal matrix `≈ UVᵀ` (with `G = USVᵀ`) from `steps` quintic Newton–Schulz iterations, computed in `dtype`; a stack `(k, m, n)` matrix by matrix."
+    if G.dim() not in (2, 3): raise ValueError(f"Newton–Schulz orthogonalises a matrix or a stack of them; got a tensor of shape {tuple(G.shape)}")
+    a, b, c = coefficients
+    X = G.to(dtype)
+    tall = G.size(-2) > G.size(-1)
+    if tall: X = X.mT                                       # iterate on the wide side: X Xᵀ is the smaller Gram matrix
+    norm = X.norm() if X.dim() == 2 else X.norm(dim=(-2, -1), keepdim=True)
+    X = X / norm.clamp(min=eps)                             # Frobenius norm ≥ spectral norm: every singular value ≤ 1
+    mm = torch.addmm if X.dim() == 2 else torch.baddbmm     # a stack: one batched product per step
+    for _ in range(steps):
+        A = X @ X.mT
+        B = mm(A, A, A, beta=b, alpha=c)                    # bA + cA²
+        X = mm(X, B, X, beta=a)                             # aX + bAX + cA²X: odd in the singular values
+    return X.mT if tall else X
+
+# %% ../nbs/04_optimizers.ipynb #070a66be
+def _orthogonal_update(u, steps, coefficients, eps, dtype):
+    "`newton_schulz` of `u`; an FSDP2 shard (a DTensor) is gathered, orthogonalised whole, and this process keeps its own shard."
+    if not hasattr(u, 'full_tensor'): return newton_schulz(u, steps, coefficients, eps, dtype)
+    from torch.distributed.tensor import distribute_tensor
+    full = newton_schulz(u.full_tensor(), steps, coefficients, eps, dtype)     # every process computes the same matrix ...
+    return distribute_tensor(full.to(u.dtype), u.device_mesh, u.placements, src_data_rank=None)   # ... and keeps its slice
+
+# %% ../nbs/04_optimizers.ipynb #461fcac0
+class Muon(Optimizer):
+    "Muon: Nesterov momentum, orthogonalised by `newton_schulz` (in `ns_dtype`), for 2-D weight matrices (as `torch.optim.Muon`)."
+    def __init__(self, params, lr: float = 1e-3, weight_decay: float = 0.1, momentum: float = 0.95, nesterov: bool = True,
+                 ns_coefficients=NS_COEFFICIENTS, eps: float = 1e-7, ns_steps: int = 5, adjust_lr_fn: str | None = None,
+                 ns_dtype=torch.bfloat16, batched: bool = True):
+        self.batched = batched                                  # same-shape matrices in one stacked iteration
+        _check(lr=lr, weight_decay=weight_decay, momentum=momentum, eps=eps)
+        if adjust_lr_fn not in (None, 'original', 'match_rms_adamw'):
+            raise ConfigError(f"adjust_lr_fn={adjust_lr_fn!r} is not known; choose None, 'original' or 'match_rms_adamw'")
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, nesterov=nesterov,
+                                      ns_coefficients=tuple(ns_coefficients), eps=eps, ns_steps=ns_steps, adjust_lr_fn=adjust_lr_fn,
+                                      ns_dtype=ns_dtype))
+        for g in self.param_groups:
+            for p in g['params']:
+                if p.dim() != 2: raise ConfigError(f"Muon updates 2-D weight matrices only; got a parameter of shape {tuple(p.shape)}: "
+                                                   "give it to AdamW (param_groups(model, wd, muon=True) splits them)")
+
+    @staticmethod
+    def lr_factor(shape, adjust_lr_fn) -> float:
+        "How much an orthogonal update of a `shape` matrix is scaled: √max(1, A/B) (Keller Jordan), 0.2·√max(A, B) (AdamW's RMS)."
+        A, B = shape[:2]
+        if adjust_lr_fn == 'match_rms_adamw': return 0.2 * math.sqrt(max(A, B))
+        return math.sqrt(max(1, A / B))
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = _evaluate(closure)
+        for group in self.param_groups:
+            lr, mu, wd = group['lr'] * group.get('lr_ratio', 1.0), group['momentum'], group['weight_decay']
+            ns, same_shape = (group['ns_steps'], group['ns_coefficients'], group['eps'], group['ns_dtype']), {}
+            for p in group['params']:
+                if p.grad is None: continue
+                state = self.state[p]
+                if 'momentum_buffer' not in state: state['momentum_buffer'] = torch.zeros_like(p.grad)
+                m = state['momentum_buffer'].lerp_(p.grad, 1 - mu)             # m ← μm + (1 − μ)g
+                u = p.grad.lerp(m, mu) if group['nesterov'] else m             # Nesterov: look ahead along m
+                if hasattr(u, 'full_tensor') or not self.batched: self._apply(p, _orthogonal_update(u, *ns), lr, wd, group)
+                else: same_shape.setdefault((tuple(u.shape), u.dtype), []).append((p, u))
+            for pu in same_shape.values():                                     # one stacked iteration per shape
+                for (p, _), o in zip(pu, newton_schulz(torch.stack([u for _, u in pu]), *ns)): self._apply(p, o, lr, wd, group)
+        return loss
+
+    def _apply(self, p, o, lr, wd, group):
+        p.mul_(1 - lr * wd)                                                    # decoupled weight decay
+        p.add_(o, alpha=-lr * self.lr_factor(p.shape, group['adjust_lr_fn']))
+
+# %% ../nbs/04_optimizers.ipynb #5ea5ae85
+class MuonAdamW:
+    "Muon for the groups flagged `muon=True`, fused AdamW for the rest, as one optimizer: shared `param_groups`, one state dict."
+    def __init__(self, groups, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, momentum: float = 0.95, muon_lr: float | None = None,
+                 ns_dtype=torch.bfloat16):
+        groups = [dict(g) for g in groups]
+        hidden, rest = [g for g in groups if g.get('muon')], [g for g in groups if not g.get('muon')]
+        if not hidden: raise ConfigError("optimizer='muon' found no group flagged muon=True: build the groups with "
+                                         "param_groups(model, weight_decay, muon=True)")
+        for g in hidden: g['lr_ratio'] = (muon_lr or lr) / lr               # Muon's peak lr is muon_lr; the schedule scales both
+        self.muon = Muon(hidden, lr=lr, momentum=momentum, adjust_lr_fn='match_rms_adamw', ns_dtype=ns_dtype)
+        self.adamw = torch.optim.AdamW([{k: v for k, v in g.items() if k != 'muon'} for g in rest] or [dict(params=[])],
+                                       lr=lr, betas=tuple(betas), eps=eps, fused=True)
+        self.defaults = dict(self.adamw.defaults, momentum=momentum, muon_lr=muon_lr or lr)
+
+    @property
+    def param_groups(self): return self.muon.param_groups + self.adamw.param_groups
+
+    @property
+    def state(self): return {**self.muon.state, **self.adamw.state}
+
+    def step(self, closure=None):
+        loss = _evaluate(closure)
+        self.muon.step(); self.adamw.step()
+        return loss
+
+    def zero_grad(self, set_to_none: bool = True):
+        self.muon.zero_grad(set_to_none); self.adamw.zero_grad(set_to_none)
+
+    def _split(self): return sum(len(g['params']) for g in self.muon.param_groups), len(self.muon.param_groups)
+
+    def state_dict(self) -> dict:
+        "One state dict, as one optimizer over `param_groups` would number it: Muon's parameters first, then AdamW's."
+        n, _ = self._split()
+        m, a = self.muon.state_dict(), self.adamw.state_dict()
+        return {'state': {**m['state'], **{i + n: s for i, s in a['state'].items()}},
+                'param_groups': m['param_groups'] + [{**g, 'params': [i + n for i in g['params']]} for g in a['param_groups']]}
+
+    def load_state_dict(self, sd: dict):
+        n, k = self._split()
+        state, groups = {int(i): s for i, s in sd['state'].items()}, sd['param_groups']
+        if len(groups) != len(self.param_groups): raise ValueError(f"the state dict has {len(groups)} param groups, this optimizer {len(self.param_groups)}")
+        self.muon.load_state_dict({'state': {i: s for i, s in state.items() if i < n}, 'param_groups': groups[:k]})
+        self.adamw.load_state_dict({'state': {i - n: s for i, s in state.items() if i >= n},
+                                    'param_groups': [{**g, 'params': [i - n for i in g['params']]} for g in groups[k:]]})
+
 
 # %% ../nbs/04_optimizers.ipynb #df93e8db
 SCHEDULES = ('constant', 'step', 'cosine', 'wsd', 'onecycle')
 
+# %% ../nbs/04_optimizers.ipynb #5ecd7651
 def _onecycle(it, lr, min_lr, warmup_iters, total_iters):
     "`OneCycleLR`'s cosine curve: from lr/25 up to lr at iteration warmup_iters − 1, down to min_lr at total_iters − 1."
     if it >= total_iters - 1: return min_lr
@@ -125,6 +259,7 @@ def _onecycle(it, lr, min_lr, warmup_iters, total_iters):
     else: pct, a, b = (it - peak) / (total_iters - 1 - peak), lr, min_lr
     return b + (a - b) / 2 * (math.cos(math.pi * pct) + 1)
 
+# %% ../nbs/04_optimizers.ipynb #68b066d8
 def schedule_lr(name: str, it: int, lr: float, min_lr: float, warmup_iters: int, total_iters: int) -> float:
     "Learning rate at iteration `it` (from 0) under schedule `name` (one of `SCHEDULES`)."
     if name not in SCHEDULES: raise ConfigError(f"schedule={name!r} is not known; choose one of {', '.join(SCHEDULES)}")
@@ -140,17 +275,20 @@ def schedule_lr(name: str, it: int, lr: float, min_lr: float, warmup_iters: int,
     return lr if ratio < 0.8 else lr + (min_lr - lr) * (ratio - 0.8) / 0.2  # wsd
 
 # %% ../nbs/04_optimizers.ipynb #d2a651b6
-OPTIMIZERS = ('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch')
+OPTIMIZERS = ('adamw', 'adam', 'sgd', 'gd', 'momentum', 'nesterov', 'adam-scratch', 'adamw-scratch', 'muon')
 
+# %% ../nbs/04_optimizers.ipynb #bae6c499
 def create_optimizer(name: str, groups: list[dict], lr: float, betas=(0.9, 0.999), momentum: float = 0.9,
-                     eps: float = 1e-8) -> torch.optim.Optimizer:
-    "The optimizer `name` (one of `OPTIMIZERS`) over param-group dicts `groups` (as made by `param_groups`)."
+                     eps: float = 1e-8, muon_lr: float | None = None, ns_dtype=torch.bfloat16) -> torch.optim.Optimizer:
+    "The optimizer `name` (one of `OPTIMIZERS`) over param-group dicts `groups` (as made by `param_groups`; `muon=True` for 'muon')."
     if name not in OPTIMIZERS: raise ConfigError(f"optimizer={name!r} is not known; choose one of {', '.join(OPTIMIZERS)}")
     if not lr > 0: raise ConfigError(f"lr={lr} must be > 0")
     groups = list(groups)
     if groups and isinstance(groups[0], torch.Tensor): groups = [dict(params=groups)]   # plain parameters: one group
     groups = [{'weight_decay': 0.0, **g} for g in groups]
+    if name != 'muon': groups = [{k: v for k, v in g.items() if k != 'muon'} for g in groups]
     betas = tuple(betas)
+    if name == 'muon': return MuonAdamW(groups, lr=lr, betas=betas, eps=eps, momentum=momentum, muon_lr=muon_lr, ns_dtype=ns_dtype)
     if name == 'adamw': return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps, fused=True)
     if name == 'adam': return torch.optim.Adam(groups, lr=lr, betas=betas, eps=eps, fused=True)
     if name == 'sgd': return torch.optim.SGD(groups, lr=lr, momentum=momentum)
@@ -160,9 +298,11 @@ def create_optimizer(name: str, groups: list[dict], lr: float, betas=(0.9, 0.999
 
 # %% ../nbs/04_optimizers.ipynb #6ca61423
 def configure_optimizer(model, cfg) -> torch.optim.Optimizer:
-    "The optimizer named by `cfg.optimizer` over `param_groups(model, cfg.weight_decay)`, with `cfg`'s lr, betas and momentum."
-    return create_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay), cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                            momentum=cfg.momentum)
+    "The optimizer named by `cfg.optimizer` over `param_groups(model, cfg.weight_decay)`, with `cfg`'s lr, betas and momentum (Muon: `muon_lr`, `muon_momentum`, Newton–Schulz in float32 under `precision='fp32'`)."
+    muon = cfg.optimizer == 'muon'
+    return create_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay, muon=muon), cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                            momentum=cfg.muon_momentum if muon else cfg.momentum, muon_lr=cfg.muon_lr,
+                            ns_dtype=torch.float32 if cfg.precision == 'fp32' else torch.bfloat16)
 
 # %% ../nbs/04_optimizers.ipynb #8c62de9a
 def lr_find(model, batches, start_lr: float = 1e-7, end_lr: float = 10, num_iters: int = 100, optimizer: str = 'adamw',
@@ -175,7 +315,7 @@ def lr_find(model, batches, start_lr: float = 1e-7, end_lr: float = 10, num_iter
     model.to(device)
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     was_training = model.training
-    opt = create_optimizer(optimizer, param_groups(model, weight_decay), lr=start_lr)
+    opt = create_optimizer(optimizer, param_groups(model, weight_decay, muon=optimizer == 'muon'), lr=start_lr)
     it = batches if isinstance(batches, Iterator) else itertools.cycle(batches)
     lrs, losses, raw, avg, best = [], [], [], 0.0, math.inf
     model.train()
@@ -195,6 +335,7 @@ def lr_find(model, batches, start_lr: float = 1e-7, end_lr: float = 10, num_iter
         model.load_state_dict(saved); model.train(was_training)
     return dict(lrs=lrs, losses=losses, raw_losses=raw, **_suggest(lrs, losses))
 
+# %% ../nbs/04_optimizers.ipynb #6836de52
 def _suggest(lrs, losses):
     "Steepest descent of the smoothed loss against log lr, before its minimum; and a tenth of the lr at the minimum."
     finite = [i for i, l in enumerate(losses) if math.isfinite(l)]
@@ -204,6 +345,7 @@ def _suggest(lrs, losses):
     slope = [(losses[i + 1] - losses[i - 1]) / math.log(lrs[i + 1] / lrs[i - 1]) for i in range(start + 1, lo)]
     return dict(suggestion=lrs[start + 1 + min(range(len(slope)), key=slope.__getitem__)], min_div10=lrs[lo] / 10)
 
+# %% ../nbs/04_optimizers.ipynb #93ac176b
 def plot_lr_find(result: dict, ax=None):
     "Plot an `lr_find` result: smoothed loss against learning rate (log scale), with the two suggestions."
     import matplotlib.pyplot as plt

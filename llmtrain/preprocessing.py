@@ -8,15 +8,16 @@ import re, sys, json, time, difflib, inspect, warnings, functools, unicodedata, 
 from html.parser import HTMLParser
 from pathlib import Path
 import numpy as np
+from fastcore.basics import patch
 from .core import LLMTrainError, ConfigError, DataError, atomic_write
 
 # %% auto #0
 __all__ = ['SKIP_TAGS', 'NORMAL_FORMS', 'ENGLISH_STOP_WORDS', 'CHINESE_STOP_WORDS', 'CHINESE_KEEP_WORDS', 'STOPWORD_LANGS',
-           'CLEAN_STEPS', 'LM_STEPS', 'CLASSIC_STEPS', 'DEFAULT_VOCAB_SIZE', 'WORD_PATTERN', 'TOKENIZERS', 'strip_html',
-           'normalize_unicode', 'remove_punctuation', 'segment_zh', 'remove_stopwords', 'fold_whitespace', 'lowercase',
-           'Cleaner', 'clean', 'VocabSizeWarning', 'Tokenizer', 'CharTokenizer', 'WordTokenizer', 'BPETokenizer',
-           'HFTokenizer', 'hf_tokenizer', 'hf_tokenizer_files', 'train_tokenizer', 'save_tokenizer', 'load_tokenizer',
-           'tokenizer_stats']
+           'CLEAN_STEPS', 'LM_STEPS', 'CLASSIC_STEPS', 'DEFAULT_VOCAB_SIZE', 'WORD_PATTERN', 'GPT2_PATTERN',
+           'TOKENIZERS', 'strip_html', 'normalize_unicode', 'remove_punctuation', 'segment_zh', 'remove_stopwords',
+           'fold_whitespace', 'lowercase', 'Cleaner', 'clean', 'VocabSizeWarning', 'Tokenizer', 'CharTokenizer',
+           'WordTokenizer', 'tiktoken_encoding', 'BPETokenizer', 'HFTokenizer', 'hf_tokenizer', 'hf_tokenizer_files',
+           'train_tokenizer', 'save_tokenizer', 'load_tokenizer', 'tokenizer_stats']
 
 # %% ../nbs/01a_preprocessing.ipynb #4940e217
 def _check_text(text, who):
@@ -27,11 +28,18 @@ def _check_text(text, who):
 
 # %% ../nbs/01a_preprocessing.ipynb #2a7de37f
 SKIP_TAGS = ('script', 'style', 'template', 'noscript')
+
+# %% ../nbs/01a_preprocessing.ipynb #93c2f4bc
 _PARA_TAGS = {'p', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'pre', 'blockquote', 'ul', 'ol', 'dl', 'table', 'section',
               'article', 'header', 'footer', 'figure', 'title', 'hr', 'main', 'nav', 'aside', 'form', 'address'}
+
+# %% ../nbs/01a_preprocessing.ipynb #83626336
 _LINE_TAGS = {'br', 'li', 'div', 'tr', 'dt', 'dd', 'caption', 'figcaption', 'option', 'summary', 'details'}
+
+# %% ../nbs/01a_preprocessing.ipynb #bae80446
 _HTML_SPACE = re.compile(r'[ \t\n\r\f]+')           # HTML's whitespace (a non-breaking space is not one of them)
 
+# %% ../nbs/01a_preprocessing.ipynb #bc511ec0
 class _HTMLText(HTMLParser):
     "Collect the visible text of an HTML document (see `strip_html`)."
     def __init__(self, skip_tags):
@@ -71,6 +79,7 @@ class _HTMLText(HTMLParser):
             if at_line_start: data = data.lstrip(' ')
         if data: self.parts.append(data)
 
+# %% ../nbs/01a_preprocessing.ipynb #70791ea6
 def strip_html(text: str, skip_tags=SKIP_TAGS) -> str:
     "The visible text of HTML `text` (a real parser: entities decoded, `skip_tags`' content dropped, `<pre>` kept)."
     p = _HTMLText(skip_tags)
@@ -80,6 +89,7 @@ def strip_html(text: str, skip_tags=SKIP_TAGS) -> str:
 # %% ../nbs/01a_preprocessing.ipynb #81bd4f54
 NORMAL_FORMS = ('NFC', 'NFKC', 'NFD', 'NFKD')
 
+# %% ../nbs/01a_preprocessing.ipynb #68b91080
 def normalize_unicode(text: str, form='NFKC') -> str:
     "`text` in Unicode normal `form` (NFKC: compatibility characters such as full-width letters and ligatures folded)."
     if form not in NORMAL_FORMS: raise ConfigError(f"form={form!r} is not one of {NORMAL_FORMS}")
@@ -93,14 +103,17 @@ def _codepoints_by_category() -> dict:
     for c in range(sys.maxunicode + 1): out[unicodedata.category(chr(c))[0]].append(c)
     return dict(out)
 
+# %% ../nbs/01a_preprocessing.ipynb #4ed4e746
 def _codepoints(cats: str) -> list:
     "Every code point whose Unicode category starts with one of the letters in `cats`."
     return [c for k in cats for c in _codepoints_by_category().get(k, ())]
 
+# %% ../nbs/01a_preprocessing.ipynb #bc9ba315
 @functools.lru_cache(maxsize=16)
 def _punct_table(repl, keep, symbols):
     return {c: repl for c in _codepoints('PS' if symbols else 'P') if chr(c) not in keep}
 
+# %% ../nbs/01a_preprocessing.ipynb #dcd5f157
 def remove_punctuation(text: str, repl=' ', keep='', symbols=False) -> str:
     "Replace every Unicode punctuation mark (categories P*; with `symbols` also S*) not in `keep` by `repl`."
     return _check_text(text, 'remove_punctuation').translate(_punct_table(repl, keep, symbols))
@@ -116,6 +129,7 @@ they're they've this those through to too under until up very was wasn't we we'd
 what's when when's where where's which while who who's whom why why's will with won't would wouldn't you you'd you'll
 you're you've your yours yourself yourselves""".split())
 
+# %% ../nbs/01a_preprocessing.ipynb #c3226e2d
 CHINESE_STOP_WORDS = frozenset("""的 了 着 吗 呢 吧 啊 呀 哦 嘛 是 在 和 与 及 或 也 就 都 而 被 把 这 那 之 其 并 将 已 又 还 很 对 从
 向 于 以 为 让 给 个 们 我 你 他 她 它 不 没 等 我们 你们 他们 她们 它们 咱们 自己 这个 那个 这些 那些 这样 那样 这里 那里 这种
 那种 那么 一个 一些 一种 一样 有的 没有 不是 不仅 不过 就是 还是 还有 但是 可是 只是 于是 总是 是否 因为 所以 因此 因而 从而
@@ -123,15 +137,22 @@ CHINESE_STOP_WORDS = frozenset("""的 了 着 吗 呢 吧 啊 呀 哦 嘛 是 �
 其它 其实 尤其 之一 之后 之前 之间 以上 以下 以后 以前 以便 已经 而已 可以 能够 应该 可能 也许 等等 例如 比如 什么 怎么 怎样
 如何 为什么 哪些 哪个 非常 十分 一直 一起 一下 的话 所有 每个 各种 各个 进行 作为 随着 接着 正在""".split())
 
+# %% ../nbs/01a_preprocessing.ipynb #a8640c2f
 CHINESE_KEEP_WORDS = frozenset("""目的 的确 存在 现在 实在 所在 内在 潜在 在于 和平 总和 求和 参与 涉及 及时 普及 成就 首都 都市 把握
 被子 合并 并行 并发 将来 已知 还原 对象 对应 对比 对称 针对 相对 绝对 方向 向量 面向 倾向 用于 等于 属于 位于 大于 小于 基于
 难以 用以 足以 认为 行为 成为 称为 视为 分为 以为 为止 更为 个人 个体 个数 人们 他人 自我 不断 不同 不足 不良 不错 了解 着重
 着手 意味着 是非 等待 平等 相等 等级 给定 极其 其余""".split())
 
+# %% ../nbs/01a_preprocessing.ipynb #2ea3972c
 _HAN = r'\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f'   # CJK ideographs (as regex escapes)
+
+# %% ../nbs/01a_preprocessing.ipynb #7436fe2f
 _HAN_RUN = f'[{_HAN}]+'
+
+# %% ../nbs/01a_preprocessing.ipynb #15a297df
 _EN_WORD = f"[^\\W\\d_{_HAN}]+(?:['\u2019][^\\W\\d_{_HAN}]+)*"
 
+# %% ../nbs/01a_preprocessing.ipynb #c79bff56
 def _fmm(s, d, longest):
     "Forward maximum matching of `s` against the dict `d`: at each position the longest entry, else one character."
     i = 0
@@ -140,6 +161,7 @@ def _fmm(s, d, longest):
         yield s[i:i + n]
         i += n
 
+# %% ../nbs/01a_preprocessing.ipynb #a4a68b34
 @functools.lru_cache(maxsize=8)
 def _zh_dictionary(stop: frozenset, keep: frozenset):
     "word -> is_stop (a word in both lists stays a stop word), and the longest word's length."
@@ -147,6 +169,7 @@ def _zh_dictionary(stop: frozenset, keep: frozenset):
     d.update((w, True) for w in stop)
     return d, max(map(len, d), default=1)
 
+# %% ../nbs/01a_preprocessing.ipynb #de7721de
 def segment_zh(text: str, words=None) -> list[str]:
     "Split `text` by forward maximum matching against `words` (default: the stop and keep lists); other characters alone."
     _check_text(text, 'segment_zh')
@@ -157,6 +180,7 @@ def segment_zh(text: str, words=None) -> list[str]:
 # %% ../nbs/01a_preprocessing.ipynb #0fb7309e
 STOPWORD_LANGS = ('auto', 'en', 'zh')
 
+# %% ../nbs/01a_preprocessing.ipynb #1478adb3
 def remove_stopwords(text: str, lang='auto', stopwords=None, keep_words=CHINESE_KEEP_WORDS) -> str:
     "Delete stop words: English words (case-insensitive) and/or Chinese ones found by `segment_zh`; `lang` 'auto' does both."
     _check_text(text, 'remove_stopwords')
@@ -182,6 +206,7 @@ def fold_whitespace(text: str, newlines=True, indent=True) -> str:
         return lead + re.sub(r'\s+', ' ', body).rstrip() if body else ''
     return re.sub(r'\n{3,}', '\n\n', '\n'.join(map(fold, lines))).strip('\n')
 
+# %% ../nbs/01a_preprocessing.ipynb #715931c2
 def lowercase(text: str) -> str:
     "`text` in lower case (`str.lower`)."
     return _check_text(text, 'lowercase').lower()
@@ -189,9 +214,14 @@ def lowercase(text: str) -> str:
 # %% ../nbs/01a_preprocessing.ipynb #cebbdfc1
 CLEAN_STEPS = dict(html=strip_html, nfkc=normalize_unicode, lower=lowercase, stopwords=remove_stopwords,
                    punct=remove_punctuation, whitespace=fold_whitespace)
+
+# %% ../nbs/01a_preprocessing.ipynb #8c605ec3
 LM_STEPS = ('html', 'nfkc', 'whitespace')
+
+# %% ../nbs/01a_preprocessing.ipynb #fe9d0512
 CLASSIC_STEPS = ('html', 'nfkc', 'lower', 'stopwords', 'punct', ('whitespace', dict(newlines=False)))
 
+# %% ../nbs/01a_preprocessing.ipynb #4e24bc3a
 def _resolve_step(step):
     "(name, function, options) of a cleaning step given as a name, a (name, options) pair or a callable."
     opts = {}
@@ -213,6 +243,7 @@ def _resolve_step(step):
         fn = functools.partial(fn, **opts)
     return name, fn, opts
 
+# %% ../nbs/01a_preprocessing.ipynb #2a756dc7
 class Cleaner:
     "Apply cleaning `steps` in order: names from `CLEAN_STEPS`, `(name, options)` pairs, or functions `str -> str`."
     def __init__(self, steps=LM_STEPS):
@@ -234,6 +265,7 @@ class Cleaner:
     def __repr__(self):
         return f"Cleaner([{', '.join(repr(n) if not o else repr((n, o)) for n, _, o in self.steps)}])"
 
+# %% ../nbs/01a_preprocessing.ipynb #d8549fd2
 def clean(text: str, steps=LM_STEPS) -> str:
     "Apply `Cleaner(steps)` to `text`."
     return Cleaner(steps)(text)
@@ -242,8 +274,10 @@ def clean(text: str, steps=LM_STEPS) -> str:
 class VocabSizeWarning(UserWarning):
     "The `vocab_size` asked for is more than the training text supports; the tokenizer was made smaller (a documented clamp)."
 
+# %% ../nbs/01a_preprocessing.ipynb #a4fd53cd
 DEFAULT_VOCAB_SIZE = dict(char=None, word=None, bpe=4096)        # None: every character (char) or every word (word)
 
+# %% ../nbs/01a_preprocessing.ipynb #2b4f7639
 def _check_specials(specials, who) -> list[str]:
     "`specials` as a list without duplicates, each a non-empty one-line string."
     specials = [specials] if isinstance(specials, str) else list(specials)
@@ -252,10 +286,12 @@ def _check_specials(specials, who) -> list[str]:
             raise ConfigError(f"{who}: a special token must be a non-empty string without newlines, got {t!r}")
     return list(dict.fromkeys(specials))
 
+# %% ../nbs/01a_preprocessing.ipynb #6998fb53
 def _specials_re(specials):
     "A regex matching any of `specials` (longest first), or None."
     return re.compile('|'.join(map(re.escape, sorted(specials, key=len, reverse=True)))) if specials else None
 
+# %% ../nbs/01a_preprocessing.ipynb #8d5e6971
 def _clamp(kind, asked, got, why):
     "Warn that `asked` tokens were more than the text supports and `got` are used."
     if asked is not None and asked > got:
@@ -342,16 +378,19 @@ def _not_unicode(text, e) -> DataError:
     return DataError(f"The text holds {text[e.start]!r} at position {e.start}, a lone surrogate that is not valid Unicode "
                      "(usually a file read with errors='surrogateescape'); read it with errors='replace'")
 
+# %% ../nbs/01a_preprocessing.ipynb #f59bb754
 def _check_unicode(text):
     "Raise `DataError` if `text` holds a lone surrogate (it has no UTF-8 form)."
     try: text.encode('utf-8')
     except UnicodeEncodeError as e: raise _not_unicode(text, e) from None
 
+# %% ../nbs/01a_preprocessing.ipynb #ea7e5eee
 def _codepoint_array(text) -> np.ndarray:
     "The code points of `text` as uint32 (its UTF-32 form); lone surrogates raise `DataError`."
     try: return np.frombuffer(text.encode('utf-32-le'), dtype='<u4')
     except UnicodeEncodeError as e: raise _not_unicode(text, e) from None
 
+# %% ../nbs/01a_preprocessing.ipynb #f47be137
 class CharTokenizer(Tokenizer):
     "One token per character of a fixed alphabet, plus optional special tokens; unseen characters raise, or map to `unk`."
     kind = 'char'
@@ -403,34 +442,6 @@ class CharTokenizer(Tokenizer):
 
     def _encode_plain(self, text): return self._encode_plain_array(text).tolist()
 
-    def _encode_plain_array(self, text) -> np.ndarray:
-        out = []
-        for k in range(0, len(text), 1 << 20):                 # a million characters at a time bounds the memory
-            cps = _codepoint_array(text[k:k + (1 << 20)])
-            ids = self._lut[np.minimum(cps, len(self._lut) - 1)]
-            ids[cps >= len(self._lut)] = -1
-            if (miss := ids < 0).any():
-                if self.unk is None:
-                    c = chr(int(cps[np.argmax(miss)]))
-                    raise DataError(f"Character {c!r} is not in the tokenizer's alphabet of {len(self.chars)}; train the "
-                                    "tokenizer on text that contains it, or give it an unknown token (unk='<unk>')")
-                ids[miss] = self._special[self.unk]
-            out.append(ids)
-        return np.concatenate(out) if out else np.zeros(0, np.int64)
-
-    def encode_array(self, text: str, dtype=np.int64) -> np.ndarray:
-        "The ids of `text` as an array, without a Python list in between (vectorised lookups)."
-        if self._sre is None: return self._encode_plain_array(_check_text(text, 'encode')).astype(dtype, copy=False)
-        return np.asarray(self.encode(text), dtype=dtype)
-
-    def encode(self, text: str) -> list[int]:
-        "The id of each character of `text` (special tokens' text as their ids)."
-        return self._with_specials(_check_text(text, 'encode'), self._encode_plain)
-
-    def decode(self, ids) -> str:
-        "The characters of `ids` joined."
-        return ''.join([self.itos[i] for i in self._ids(ids)])
-
     def to_dict(self) -> dict:
         d = dict(kind='char', chars=self.chars)
         if self._special: d['special_tokens'] = list(self._special)
@@ -439,12 +450,49 @@ class CharTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, d): return cls(d['chars'], d.get('special_tokens', ()), d.get('unk'))
 
+# %% ../nbs/01a_preprocessing.ipynb #e5e5b94b
+@patch
+def _encode_plain_array(self: CharTokenizer, text) -> np.ndarray:
+    out = []
+    for k in range(0, len(text), 1 << 20):                 # a million characters at a time bounds the memory
+        cps = _codepoint_array(text[k:k + (1 << 20)])
+        ids = self._lut[np.minimum(cps, len(self._lut) - 1)]
+        ids[cps >= len(self._lut)] = -1
+        if (miss := ids < 0).any():
+            if self.unk is None:
+                c = chr(int(cps[np.argmax(miss)]))
+                raise DataError(f"Character {c!r} is not in the tokenizer's alphabet of {len(self.chars)}; train the "
+                                "tokenizer on text that contains it, or give it an unknown token (unk='<unk>')")
+            ids[miss] = self._special[self.unk]
+        out.append(ids)
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+# %% ../nbs/01a_preprocessing.ipynb #8b9ef2fd
+@patch
+def encode_array(self: CharTokenizer, text: str, dtype=np.int64) -> np.ndarray:
+    "The ids of `text` as an array, without a Python list in between (vectorised lookups)."
+    if self._sre is None: return self._encode_plain_array(_check_text(text, 'encode')).astype(dtype, copy=False)
+    return np.asarray(self.encode(text), dtype=dtype)
+
+# %% ../nbs/01a_preprocessing.ipynb #02a08a96
+@patch
+def encode(self: CharTokenizer, text: str) -> list[int]:
+    "The id of each character of `text` (special tokens' text as their ids)."
+    return self._with_specials(_check_text(text, 'encode'), self._encode_plain)
+
+# %% ../nbs/01a_preprocessing.ipynb #09c69bd4
+@patch
+def decode(self: CharTokenizer, ids) -> str:
+    "The characters of `ids` joined."
+    return ''.join([self.itos[i] for i in self._ids(ids)])
+
 # %% ../nbs/01a_preprocessing.ipynb #8b0cfe8d
 WORD_PATTERN = (rf" ?[{_HAN}]"                   # one CJK ideograph (BERT-style), with its leading space
                 rf"| ?[^\W{_HAN}]+"              # a word (letters, digits, _), with its leading space
                 r"| ?[^\w\s]+"                   # a run of punctuation marks and symbols
                 r"|\s+(?!\S)|\s+")               # whitespace, leaving the last space to a following word
 
+# %% ../nbs/01a_preprocessing.ipynb #86899dc3
 class WordTokenizer(Tokenizer):
     "Words (with their leading space), punctuation marks and whitespace runs from a fixed vocabulary; others become `unk`."
     kind = 'word'
@@ -508,6 +556,34 @@ class WordTokenizer(Tokenizer):
     @classmethod
     def from_dict(cls, d): return cls(d['words'], d['special_tokens'], d['unk'], d['pattern'])
 
+# %% ../nbs/01a_preprocessing.ipynb #0ff964d1
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""   # the ByteLevel pre-tokenizer's regex
+
+# %% ../nbs/01a_preprocessing.ipynb #7979ec2d
+def tiktoken_encoding(hf, name: str = 'llmtrain-bpe'):
+    "A `tiktoken.Encoding` giving the same ids as the byte-level BPE `hf` (a `tokenizers.Tokenizer`), or None where that cannot be guaranteed."
+    try: import tiktoken
+    except ImportError: return None
+    d = json.loads(hf.to_str())
+    m, pre = d['model'], d.get('pre_tokenizer') or {}
+    if (m.get('type') != 'BPE' or m.get('dropout') or m.get('continuing_subword_prefix') or m.get('end_of_word_suffix')
+            or m.get('byte_fallback') or d.get('normalizer') or pre.get('type') != 'ByteLevel' or pre.get('add_prefix_space')
+            or not pre.get('use_regex', True)): return None
+    added = d.get('added_tokens') or []
+    if any(t.get('lstrip') or t.get('rstrip') or t.get('single_word') for t in added): return None
+    special = {t['content']: t['id'] for t in added}
+    vocab, bd = m['vocab'], _byte_decoder()
+    last = -1
+    for x in m['merges']:                                   # each merge makes a new token, ids in merge order
+        a, b = x if isinstance(x, list) else x.split(' ', 1)
+        i = vocab.get(a + b)
+        if i is None or i <= last: return None
+        last = i
+    try: ranks = {bytes(bd[ch] for ch in s): i for s, i in vocab.items() if s not in special}
+    except KeyError: return None                             # a string outside the byte-level alphabet
+    if len(ranks) != len(vocab) - sum(s in vocab for s in special): return None
+    return tiktoken.Encoding(name, pat_str=GPT2_PATTERN, mergeable_ranks=ranks, special_tokens=special)
+
 # %% ../nbs/01a_preprocessing.ipynb #3c45b143
 @functools.lru_cache(maxsize=None)
 def _byte_decoder() -> dict:
@@ -518,8 +594,10 @@ def _byte_decoder() -> dict:
         if b not in bs: bs.append(b); cs.append(256 + n); n += 1
     return {chr(c): b for b, c in zip(bs, cs)}
 
+# %% ../nbs/01a_preprocessing.ipynb #09705b3b
 def _visible(c) -> bool: return c > ' ' and (c < '\x7f' or unicodedata.category(c)[0] in 'LNPS')
 
+# %% ../nbs/01a_preprocessing.ipynb #23fe92dc
 def _text_chunks(text: str, size=4096) -> list[str]:
     "`text` cut into pieces of about `size` characters, only before a line break that follows a visible character."
     out, i, n = [], 0, len(text)
@@ -533,6 +611,7 @@ def _text_chunks(text: str, size=4096) -> list[str]:
         out.append(text[i:p]); i = p
     return out
 
+# %% ../nbs/01a_preprocessing.ipynb #85caaaad
 class BPETokenizer(Tokenizer):
     "Byte-level BPE (GPT-2's scheme) trained with Hugging Face `tokenizers`: any UTF-8 text round-trips exactly."
     kind = 'bpe'
@@ -540,6 +619,7 @@ class BPETokenizer(Tokenizer):
         self.hf = hf                                            # a tokenizers.Tokenizer
         self._n = hf.get_vocab_size(with_added_tokens=True)
         self._special = {t.content: i for i, t in sorted(hf.get_added_tokens_decoder().items()) if t.special}
+        self._tt = None                                         # its tiktoken twin, built on first use (False: none)
 
     @classmethod
     def train(cls, text: str, vocab_size=None, special_tokens=('<|endoftext|>',), min_frequency=2):
@@ -577,28 +657,6 @@ class BPETokenizer(Tokenizer):
         try: return bytes(_byte_decoder()[c] for c in t)
         except KeyError: return self.decode([i]).encode('utf-8')      # a loaded tokenizer that is not byte-level
 
-    def encode(self, text: str) -> list[int]:
-        "The ids of `text`, encoded in pieces that give the ids of the whole."
-        _check_text(text, 'encode')
-        try: return [i for c in _text_chunks(text) for i in self.hf.encode(c, add_special_tokens=False).ids]
-        except Exception:
-            _check_unicode(text)                                # the clear error for a lone surrogate
-            raise
-
-    def encode_array(self, text: str, dtype=np.int64) -> np.ndarray:
-        "The ids of `text` as an array: its pieces encoded in one batch call (parallel unless TOKENIZERS_PARALLELISM=false)."
-        _check_text(text, 'encode')
-        batch = getattr(self.hf, 'encode_batch_fast', self.hf.encode_batch)   # _fast skips character offsets: ~1.3x
-        try: enc = batch(_text_chunks(text), add_special_tokens=False)
-        except Exception:
-            _check_unicode(text)
-            raise
-        return np.concatenate([np.asarray(e.ids, dtype=dtype) for e in enc]) if enc else np.zeros(0, dtype)
-
-    def decode(self, ids) -> str:
-        "The text of `ids` (a slice that cuts a character's bytes shows U+FFFD there; the whole sequence is exact)."
-        return self.hf.decode(self._ids(ids), skip_special_tokens=False)
-
     @property
     def merges(self) -> list[tuple[str, str]]:
         "The learned merges in order, as the pairs of token strings they join."
@@ -611,11 +669,53 @@ class BPETokenizer(Tokenizer):
         from tokenizers import Tokenizer as HFTokenizer
         return cls(HFTokenizer.from_str(json.dumps(d['tokenizers'])))
 
+# %% ../nbs/01a_preprocessing.ipynb #e2cc510a
+@patch(as_prop=True)
+def fast(self: BPETokenizer):
+    "A `tiktoken` encoding that gives exactly these ids (`tiktoken_encoding`), built on first use; None where there is none."
+    if self._tt is None: self._tt = tiktoken_encoding(self.hf) or False
+    return self._tt or None
+
+# %% ../nbs/01a_preprocessing.ipynb #31d129ff
+@patch
+def encode(self: BPETokenizer, text: str) -> list[int]:
+    "The ids of `text`: by `fast` (tiktoken) where it exists, else by `tokenizers` in pieces that give the ids of the whole."
+    _check_text(text, 'encode')
+    if self.fast is not None:
+        _check_unicode(text)                                # tiktoken would replace a lone surrogate silently
+        return self.fast.encode(text, allowed_special='all')
+    try: return [i for c in _text_chunks(text) for i in self.hf.encode(c, add_special_tokens=False).ids]
+    except Exception:
+        _check_unicode(text)                                # the clear error for a lone surrogate
+        raise
+
+# %% ../nbs/01a_preprocessing.ipynb #d096169c
+@patch
+def encode_array(self: BPETokenizer, text: str, dtype=np.int64) -> np.ndarray:
+    "The ids of `text` as an array: by `fast` (tiktoken), else its pieces in one `tokenizers` batch call (parallel unless TOKENIZERS_PARALLELISM=false)."
+    _check_text(text, 'encode')
+    if self.fast is not None:
+        _check_unicode(text)
+        return self.fast.encode_to_numpy(text, allowed_special='all').astype(dtype, copy=False)
+    batch = getattr(self.hf, 'encode_batch_fast', self.hf.encode_batch)   # _fast skips character offsets: ~1.3x
+    try: enc = batch(_text_chunks(text), add_special_tokens=False)
+    except Exception:
+        _check_unicode(text)
+        raise
+    return np.concatenate([np.asarray(e.ids, dtype=dtype) for e in enc]) if enc else np.zeros(0, dtype)
+
+# %% ../nbs/01a_preprocessing.ipynb #105d0f3f
+@patch
+def decode(self: BPETokenizer, ids) -> str:
+    "The text of `ids` (a slice that cuts a character's bytes shows U+FFFD there; the whole sequence is exact)."
+    return self.hf.decode(self._ids(ids), skip_special_tokens=False)
+
 # %% ../nbs/01a_preprocessing.ipynb #3f1c0be9
 def _token_text(t):
     "A special token of tokenizer_config.json: a string, or a dict with its `content`."
     return t.get('content') if isinstance(t, dict) else t
 
+# %% ../nbs/01a_preprocessing.ipynb #987188fa
 class HFTokenizer(BPETokenizer):
     "A Hugging Face `tokenizer.json` (any `tokenizers` model) as an llmtrain tokenizer, with the `bos`, `eos` and `pad` tokens of its tokenizer_config.json."
     kind = 'hf'
@@ -669,6 +769,7 @@ def _onig(pattern: str) -> str:
     "A Python regex with `\\uXXXX`/`\\UXXXXXXXX` escapes rewritten as Oniguruma's `\\x{...}` (the `tokenizers` library's regex engine)."
     return re.sub(r'\\U([0-9a-fA-F]{8})|\\u([0-9a-fA-F]{4})', lambda m: '\\x{%x}' % int(m.group(1) or m.group(2), 16), pattern)
 
+# %% ../nbs/01a_preprocessing.ipynb #f91b3bb0
 def hf_tokenizer(tok):
     "A `tokenizers.Tokenizer` that encodes as the llmtrain tokenizer `tok` does: char and word tokenizers as a `WordLevel` model, BPE as itself."
     from tokenizers import Tokenizer as Tk, models, pre_tokenizers, decoders, Regex, AddedToken
@@ -684,6 +785,7 @@ def hf_tokenizer(tok):
     hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in tok.special_tokens])
     return hf
 
+# %% ../nbs/01a_preprocessing.ipynb #f18c3701
 def hf_tokenizer_files(tok, model_max_length=None) -> dict:
     "What a Hugging Face folder holds of `tok`: `tokenizer` (it as an `HFTokenizer`) and `texts` (tokenizer.json, tokenizer_config.json)."
     hf = hf_tokenizer(tok)
@@ -702,6 +804,7 @@ def hf_tokenizer_files(tok, model_max_length=None) -> dict:
 # %% ../nbs/01a_preprocessing.ipynb #bf1b265b
 TOKENIZERS = dict(char=CharTokenizer, word=WordTokenizer, bpe=BPETokenizer)
 
+# %% ../nbs/01a_preprocessing.ipynb #8fcc5521
 def train_tokenizer(kind: str, text: str, vocab_size=None, **kw) -> Tokenizer:
     "Train a `kind` ('char', 'word', 'bpe') tokenizer on `text`; `vocab_size` counts special tokens; `kw` go to its `train`."
     if kind not in TOKENIZERS:
@@ -716,12 +819,14 @@ def train_tokenizer(kind: str, text: str, vocab_size=None, **kw) -> Tokenizer:
         raise ConfigError(f"The {kind} tokenizer has no option {bad[0]!r}; its options are {opts}")
     return cls.train(text, vocab_size=vocab_size, **kw)
 
+# %% ../nbs/01a_preprocessing.ipynb #0f051be4
 def save_tokenizer(tok, path):
     "Write `tok` to `path` as JSON (atomically); `load_tokenizer` reads it back."
     if not hasattr(tok, 'to_dict'):
         raise DataError(f"Cannot save a {type(tok).__name__}: save_tokenizer takes llmtrain tokenizers (see train_tokenizer)")
     with atomic_write(path) as t: t.write_text(json.dumps(tok.to_dict(), ensure_ascii=False), encoding='utf-8')
 
+# %% ../nbs/01a_preprocessing.ipynb #8054c9cd
 def load_tokenizer(path) -> Tokenizer:
     "Load a tokenizer written by `save_tokenizer` (a file, or a run folder holding tokenizer.json); Hugging Face tokenizer.json files too."
     path = Path(path)

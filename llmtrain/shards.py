@@ -27,6 +27,7 @@ def _visible_before(buf: bytes, p: int) -> bool:
     except UnicodeDecodeError: return False
     return len(c) == 1 and _visible(c)
 
+# %% ../nbs/01c_shards.ipynb #e1baacec
 def safe_cut(buf: bytes, lo=0, hi=None, last=True) -> int:
     "A byte position in `buf[lo:hi]` (the last, or with `last=False` the first) just before a line break that follows a visible character; -1 if none."
     hi = len(buf) if hi is None else hi
@@ -37,6 +38,7 @@ def safe_cut(buf: bytes, lo=0, hi=None, last=True) -> int:
         k = buf.rfind(b'\n', lo, k) if last else buf.find(b'\n', k + 1, hi)
     return -1
 
+# %% ../nbs/01c_shards.ipynb #5a53ff2a
 def _char_boundary(buf: bytes) -> int:
     "The last position in `buf` that does not split a UTF-8 character (0: none before the end)."
     q = len(buf) - 1
@@ -48,6 +50,7 @@ def _nul_check(block: bytes, f):
     if b'\x00' in block[:1 << 16]:
         raise DataError(f"{f} looks binary (it contains NUL bytes); pass a text file, or leave it out of the corpus")
 
+# %% ../nbs/01c_shards.ipynb #05f310b2
 def iter_pieces(files, chunk_bytes=1 << 20):
     "`(file, byte offset, bytes)` pieces of `files`, each about `chunk_bytes` long, cut at a `safe_cut` (or a file's end)."
     for f in files:
@@ -68,6 +71,7 @@ def iter_pieces(files, chunk_bytes=1 << 20):
                 yield f, off, buf[:p]
                 off, carry = off + p, buf[p:]
 
+# %% ../nbs/01c_shards.ipynb #7a83942d
 def split_pieces(pieces, split_at):
     "Tag each piece 'train' or 'val': the bytes before the first safe cut at or after global offset `split_at` are training data."
     pos, part = 0, 'train'
@@ -85,26 +89,31 @@ def split_pieces(pieces, split_at):
 # %% ../nbs/01c_shards.ipynb #df4e5c63
 _TOK = None
 
+# %% ../nbs/01c_shards.ipynb #894c6ee0
 def _init_worker(tok_dict):
     global _TOK
     os.environ['TOKENIZERS_PARALLELISM'] = 'false'          # the pool already uses every core
     _TOK = _TOK if tok_dict is None else TOKENIZERS[tok_dict['kind']].from_dict(tok_dict)
 
+# %% ../nbs/01c_shards.ipynb #49268477
 def _decode(raw: bytes, f, off, errors) -> str:
     try: return raw.decode('utf-8', errors)
     except UnicodeDecodeError as e:
         raise DataError(f"{f} is not valid UTF-8 ({e.reason} at byte {off + e.start}); convert it to UTF-8, or pass "
                         "errors='replace' to substitute U+FFFD for bad bytes") from None
 
+# %% ../nbs/01c_shards.ipynb #97d2c46d
 def _encode_piece(task):
     part, f, off, raw, errors, dtype = task
     return part, len(raw), _TOK.encode_array(_decode(raw, f, off, errors), dtype=np.int64).astype(dtype)
 
+# %% ../nbs/01c_shards.ipynb #6c4aae6c
 def _count_piece(task):
     f, off, raw, errors = task
     text = _decode(raw, f, off, errors)
     return len(raw), np.bincount(_codepoint_array(text)), not text.isspace()
 
+# %% ../nbs/01c_shards.ipynb #eb142276
 def _ordered_map(fn, tasks, pool, ahead):
     "`map(fn, tasks)` through `pool`, in order, with at most `ahead` tasks in flight (serially without a pool)."
     if pool is None: yield from map(fn, tasks); return
@@ -114,6 +123,7 @@ def _ordered_map(fn, tasks, pool, ahead):
         if len(q) >= ahead: yield q.popleft().get()
     while q: yield q.popleft().get()
 
+# %% ../nbs/01c_shards.ipynb #8ab6a16e
 class _Serial:
     "The `workers <= 1` stand-in for a pool: tasks run in this process, with `tokenizers`' threads off."
     def __init__(self, tok):
@@ -125,6 +135,7 @@ class _Serial:
         if self.old is None: os.environ.pop('TOKENIZERS_PARALLELISM', None)
         else: os.environ['TOKENIZERS_PARALLELISM'] = self.old
 
+# %% ../nbs/01c_shards.ipynb #d1c43512
 def _pool(workers, tok=None):
     "A pool of `workers` processes holding `tok` (forked where the platform allows), or a serial stand-in for `workers <= 1`."
     if workers <= 1: return _Serial(tok)
@@ -139,10 +150,12 @@ def _pool(workers, tok=None):
 # %% ../nbs/01c_shards.ipynb #f134b38d
 DECODE_ERRORS = ('strict', 'replace', 'ignore')
 
+# %% ../nbs/01c_shards.ipynb #4274ab83
 def _progress(total, desc, on):
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit='B', unit_scale=True, disable=not on, leave=False)
 
+# %% ../nbs/01c_shards.ipynb #97195344
 def _train_tokenizer(kind, vocab_size, files, split_at, total, chunk_bytes, errors, sample_bytes, workers, progress, corpus):
     "Train a `kind` tokenizer: `char` on counts over all the text, `word`/`bpe` on (a sample of) the training split."
     with warnings.catch_warnings():
@@ -168,7 +181,7 @@ def _train_tokenizer(kind, vocab_size, files, split_at, total, chunk_bytes, erro
 
 # %% ../nbs/01c_shards.ipynb #548c2f0b
 def prepare_shards(corpus, out_dir, tokenizer='char', vocab_size=None, val_fraction=0.1, workers=None,
-                   chunk_bytes=1 << 20, errors='strict', sample_bytes=1 << 24, overwrite=False, progress=True) -> Path:
+                   chunk_bytes=1 << 20, errors='strict', sample_bytes=1 << 22, overwrite=False, progress=True) -> Path:
     "Tokenize `corpus` into a shard folder `out_dir` (train.bin, val.bin, tokenizer.json, meta.json), streaming, with `workers` processes."
     t0 = time.perf_counter()
     if errors not in DECODE_ERRORS: raise ConfigError(f"errors={errors!r} is not one of {DECODE_ERRORS}")

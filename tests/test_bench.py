@@ -49,3 +49,15 @@ def test_tasks_bench_smoke(tmp_path):
     assert {(x['model'].split()[0], x['tokenizer'].split()[0], x['task'], x['fewshot']) for x in rows} == \
            {(m, t, *k) for m in ('gpt', 'lstm') for t in ('char', 'bpe') for k in (('shakespeare_speaker', 0), ('shakespeare_speaker', 3), ('pydoc_cloze', 0))}
     assert all(x['batched_items_per_s'] > 0 and x['one_by_one_items_per_s'] > 0 and x['max_ll_diff'] < 1e-3 for x in rows)
+
+def test_speedrun_bench_smoke(tmp_path):
+    "bench/speedrun.py trains both configs through the CLI, finds the evaluation that reaches the target and writes the ratio."
+    out = tmp_path/'speedrun.json'
+    r = subprocess.run([sys.executable, 'bench/speedrun.py', '--smoke', '--out', str(out)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert {x['config'] for x in res['runs']} == {'speedrun', 'baseline'} and all(x['iters'] == 30 for x in res['runs'])
+    assert all(x['iter_to_target'] == 30 and x['s_to_target'] > 0 for x in res['runs'])       # target 10: met at the one eval
+    assert res['ratio'] == round(res['median_s_to_target']['speedrun'] / res['median_s_to_target']['baseline'], 3)
+    assert 'ratio speedrun / baseline' in r.stdout

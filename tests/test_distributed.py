@@ -48,6 +48,23 @@ def test_a_one_process_checkpoint_resumes_in_two(single, tmp_path):
     (a_tr, _), (b_tr, _) = losses(single), losses(tmp_path/'y')
     assert len(b_tr) == 20 and max(abs(x - y) for x, y in zip(a_tr, b_tr)) < 1e-5, (a_tr, b_tr)
 
+MUON = ['optimizer=muon', 'lr=3e-3', 'muon_lr=0.02']
+
+@pytest.fixture(scope='module')
+def single_muon(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('single_muon')
+    launch(1, 'batch_size=8', 'name=one', *MUON, tmp=tmp)
+    return tmp/'one'
+
+@pytest.mark.parametrize('strategy', ['ddp', 'fsdp'])
+def test_muon_in_two_processes_equals_one(single_muon, tmp_path, strategy):
+    "Muon under DDP, and under FSDP2 (each process gathers a sharded matrix, orthogonalises it whole, keeps its rows)."
+    launch(2, 'batch_size=4', f'distributed={strategy}', 'name=two', *MUON, tmp=tmp_path)
+    (a_tr, a_val), (b_tr, b_val) = losses(single_muon), losses(tmp_path/'two')
+    assert len(a_tr) == len(b_tr) == 20 and a_tr[-1] < a_tr[0] - 0.5
+    assert max(abs(x - y) for x, y in zip(a_tr, b_tr)) < 1e-5, (a_tr, b_tr)
+    assert max(abs(x - y) for x, y in zip(a_val, b_val)) < 1e-5
+
 IMAGES = ['model=seed_cnn', 'corpus=fashion-mnist', 'optimizer=adam', 'lr=1e-3', 'weight_decay=0', 'schedule=constant',
           'warmup_iters=0', 'max_iters=12', 'eval_interval=6', 'log_interval=1', 'precision=fp32', 'device=cpu',
           'progress=false']

@@ -7,7 +7,7 @@ from llmtrain.data import load_corpus, encode_corpus, RandomWindows
 from llmtrain.models import GPT, GPTConfig
 from llmtrain.optim import param_groups
 from llmtrain.training import lr_at
-from llmtrain.optim import (GD, Momentum, Adam, AdamW, SCHEDULES, schedule_lr, OPTIMIZERS, create_optimizer, lr_find,
+from llmtrain.optim import (GD, Momentum, Adam, AdamW, Muon, MuonAdamW, newton_schulz, SCHEDULES, schedule_lr, OPTIMIZERS, create_optimizer, lr_find,
                             plot_lr_find)
 
 @pytest.fixture(scope='module')
@@ -126,20 +126,21 @@ def test_unknown_schedule_lists_the_valid_ones():
 # the optimizer factory
 
 EXPECTED = {'adamw': torch.optim.AdamW, 'adam': torch.optim.Adam, 'sgd': torch.optim.SGD, 'gd': GD, 'momentum': Momentum,
-            'nesterov': Momentum, 'adam-scratch': Adam, 'adamw-scratch': AdamW}
+            'nesterov': Momentum, 'adam-scratch': Adam, 'adamw-scratch': AdamW, 'muon': MuonAdamW}
 
 @pytest.mark.parametrize('name', OPTIMIZERS)
 def test_create_optimizer(name):
     m = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16))
-    groups = param_groups(m, 0.1)
+    groups = param_groups(m, 0.1, muon=name == 'muon')
     o = create_optimizer(name, groups, lr=2e-3, betas=(0.8, 0.95), momentum=0.5, eps=1e-6)
     assert type(o) is EXPECTED[name]
-    assert [g['weight_decay'] for g in o.param_groups] == [0.1, 0.0] and all(g['lr'] == 2e-3 for g in o.param_groups)
-    assert set(groups[0]) == {'params', 'weight_decay'}                 # the caller's dicts are not modified
+    decays = [0.1, 0.1, 0.0] if name == 'muon' else [0.1, 0.0]
+    assert [g['weight_decay'] for g in o.param_groups] == decays and all(g['lr'] == 2e-3 for g in o.param_groups)
+    assert set(groups[-1]) == {'params', 'weight_decay'} and 'lr' not in groups[0]   # the caller's dicts are not modified
     if 'betas' in o.defaults: assert tuple(o.defaults['betas']) == (0.8, 0.95) and o.defaults['eps'] == 1e-6
     if 'momentum' in o.defaults: assert o.defaults['momentum'] == 0.5
     if name in ('adamw', 'adam'): assert o.defaults['fused']
-    assert o.param_groups[0].get('nesterov', False) == (name == 'nesterov')
+    assert o.param_groups[0].get('nesterov', False) == (name in ('nesterov', 'muon'))     # Muon's momentum is Nesterov's
     m(torch.zeros(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long))[1].backward(); o.step()   # it steps
 
 def test_create_optimizer_defaults_and_errors():
@@ -188,3 +189,45 @@ def test_lr_find_accepts_a_list_of_batches_and_checks_arguments(data):
     with pytest.raises(ConfigError, match='start_lr'): lr_find(m, batches, start_lr=1.0, end_lr=0.1)
     with pytest.raises(ConfigError, match='num_iters'): lr_find(m, batches, num_iters=1)
     with pytest.raises(ConfigError, match='smooth'): lr_find(m, batches, smooth=1.0)
+
+# Muon
+
+def test_muon_matches_torch_optim_muon_over_many_steps():
+    "Our Muon and torch.optim.Muon on the same 2-D hidden matrices of a GPT, fed the same gradients for 60 steps: bitwise equal."
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16, tie_weights=False))
+    hidden = param_groups(m, 0.1, muon=True)[0]['params']
+    a, b = [p.detach().clone().requires_grad_() for p in hidden], [p.detach().clone().requires_grad_() for p in hidden]
+    for kw in (dict(), dict(adjust_lr_fn='match_rms_adamw'), dict(nesterov=False, momentum=0.9)):
+        oa, ob = Muon(a, lr=0.02, weight_decay=0.1, batched=False, **kw), torch.optim.Muon(b, lr=0.02, weight_decay=0.1, **kw)
+        for _ in range(60):
+            for pa, pb in zip(a, b): pa.grad = pb.grad = torch.randn_like(pa) + pa.detach()   # gradients that depend on the weights
+            oa.step(); ob.step()
+        assert all(torch.equal(pa, pb) for pa, pb in zip(a, b)), kw
+    c = [p.detach().clone().requires_grad_() for p in b]                   # stacked by shape: bfloat16 rounding apart
+    oc, ob = Muon(c, lr=0.02, weight_decay=0.1), torch.optim.Muon(b, lr=0.02, weight_decay=0.1)
+    for _ in range(60):
+        for pc, pb in zip(c, b): pc.grad = pb.grad = torch.randn_like(pc) + pc.detach()
+        oc.step(); ob.step()
+    assert max((pc - pb).abs().max().item() for pc, pb in zip(c, b)) < 1e-2
+
+def test_newton_schulz_orthogonalises():
+    torch.manual_seed(0)
+    G = torch.randn(48, 4) @ torch.randn(4, 80) + 0.3 * torch.randn(48, 80)
+    s = torch.linalg.svdvals(newton_schulz(G).float())
+    assert 0.5 < s.min() and s.max() < 1.3
+    with pytest.raises(ValueError, match='matrix'): newton_schulz(torch.randn(2, 2, 3, 4))
+    st = torch.randn(4, 48, 80)
+    assert (newton_schulz(st).float() - torch.stack([newton_schulz(g) for g in st]).float()).abs().max() < 0.02
+
+def test_muon_groups_and_errors():
+    m = GPT(GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16, tie_weights=False))
+    hidden, head, rest = param_groups(m, 0.1, muon=True)
+    names = {id(p): n for n, p in m.named_parameters()}
+    assert hidden['muon'] and all(p.dim() == 2 and names[id(p)].startswith('transformer.h.') for p in hidden['params'])
+    assert [names[id(p)] for p in head['params']] == ['lm_head.weight']
+    with pytest.raises(ConfigError, match='2-D'): Muon([torch.zeros(3, requires_grad=True)])
+    with pytest.raises(ConfigError, match='muon=True'): create_optimizer('muon', param_groups(m, 0.1), 1e-3)
+    o = create_optimizer('muon', [hidden, head, rest], 1e-3, muon_lr=5e-3)
+    assert o.muon.param_groups[0]['lr_ratio'] == 5.0
+    with pytest.raises(ValueError, match='param groups'): o.load_state_dict({'state': {}, 'param_groups': []})

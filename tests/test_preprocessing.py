@@ -155,6 +155,46 @@ def test_bpe_on_real_text_and_scripts_it_never_saw():
     assert {BPE.token_bytes(i) for i in range(BPE.vocab_size)} >= {bytes([b]) for b in range(256)}
     assert BPE.tokens(' the statement') == [' the', ' statement']
 
+# ---------------------------------------------------------------- BPE encoding through tiktoken
+
+SEED_ZH = '> 大模型、模型训练、优化流程、生产效率、深度学习、Transformer、数据处理、资源管理\n\n## 1. 背景介绍\n\n近年来，深度学习技术取得了飞速发展，大规模语言模型（LLM）的出现更是掀起了人工智能领域的全新浪潮。这些模型，例如GPT-3、LaMDA和BERT，展现出惊人的文本生成、理解和翻译能力，在自然语言处理、机器翻译、代码生成等领域取得了突破性进展。然而，训练和部署这些庞大模型也面临着巨大的挑战，包括海量数据需求、高昂的计算成本和复杂的训练流程。\n\n为了应对这些挑战，研究者们不断探索优化大模型训练流程和提高生产效率的方法。本文将深入探讨大模型的训练过程，分析其关键环节，并提出一些优化策略，帮助读者更好地理解和构建高效的模型训练系统。'   # the seed's section 1
+
+def _hf_ids(tok, s): return tok.hf.encode(s, add_special_tokens=False).ids
+
+def test_bpe_encodes_with_tiktoken_and_gives_the_hf_ids():
+    "The tiktoken twin of a trained byte-level BPE gives the ids of Hugging Face tokenizers on a sample of every kind of text."
+    mixed = BPETokenizer.train(DOC[:60_000] + SEED_ZH * 5 + '🙂🙃👍🏽 ' * 20 + '\t\t  \n\n\n' * 20, vocab_size=1200)
+    sample = [DOC[:40_000], SEED_ZH, '\n\n'.join(topics[k] for k in ['for', 'with']),
+              'def f(x):\n\t\treturn {"k": [1, 2_000, 3.5e-3]}  # 注释\r\n\n\n   \n    pass\n',
+              'emoji 🙂🙃👍🏽 family 👨\u200d👩\u200d👧 flags 🇫🇷🇨🇳', ' ' * 17 + '\t\t\n\n\u3000 x\xa0y  \x0b\x0c end   ',
+              "it's we'll THEY'RE 'tis don't", '<|endoftext|>a<|endoftext|><|endoftext|> b\n<|endoftext|>', 'x<|endoftext', '']
+    for tok in (BPE, mixed):
+        assert tok.fast is not None and type(tok.fast).__module__.startswith('tiktoken')
+        for s in sample:
+            assert tok.encode(s) == _hf_ids(tok, s), s[:60]
+            assert tok.encode_array(s, dtype=np.uint16).tolist() == _hf_ids(tok, s)
+    assert mixed.encode('<|endoftext|>') == [0] and len(mixed.encode(SEED_ZH)) < len(SEED_ZH.encode()) / 2   # learned Chinese merges
+    with pytest.raises(DataError, match='lone surrogate'): BPE.encode('a\udc80')
+    with pytest.raises(DataError, match='lone surrogate'): BPE.encode_array('a\udc80')
+
+@PROPS
+@given(st.lists(st.sampled_from(PIECES + ['ab', "'s", "'ll", '1', '23', '🙂🙃', '\u3000', '\xa0']), max_size=80).map(''.join))
+def test_bpe_tiktoken_equals_hf_on_generated_text(s):
+    assert BPE.encode(s) == _hf_ids(BPE, s)
+
+def test_bpe_without_a_tiktoken_twin_still_encodes():
+    "A loaded tokenizer outside tiktoken's model (here: with a normalizer) is encoded by tokenizers itself."
+    import tokenizers
+    from llmtrain.preprocessing import tiktoken_encoding
+    hf = tokenizers.Tokenizer.from_str(BPE.hf.to_str()); hf.normalizer = tokenizers.normalizers.NFKC()
+    tok = BPETokenizer(hf)
+    assert tiktoken_encoding(hf) is None and tok.fast is None
+    assert tok.encode('ﬁne 中文') == _hf_ids(tok, 'ﬁne 中文')
+    assert load_tokenizer_roundtrip(BPE).fast is not None
+
+def load_tokenizer_roundtrip(tok):
+    return BPETokenizer.from_dict(json.loads(json.dumps(tok.to_dict())))
+
 @PROPS
 @given(st.text())
 def test_word_round_trips_text_it_was_trained_on(s):

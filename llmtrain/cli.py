@@ -11,7 +11,8 @@ from fastcore.script import Param, anno_parser, store_true
 from .core import LLMTrainError, ConfigError, load_config, TrainConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'generate_cmd', 'eval_cmd', 'export_cmd', 'chat_cmd', 'serve_cmd', 'main']
+__all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'generate_cmd', 'eval_cmd', 'export_cmd', 'chat_cmd', 'serve_cmd', 'command',
+           'main']
 
 # %% ../nbs/10_cli.ipynb #37a25568
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
@@ -187,9 +188,16 @@ def serve_cmd(run: Param("run folder, e.g. runs/<name>", str) = None,
     return srv
 
 # %% ../nbs/10_cli.ipynb #16aa2abf
-from .sweeps import sweep_cmd
-COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': sweep_cmd,
-            'export': export_cmd, 'chat': chat_cmd, 'serve': serve_cmd}
+COMMANDS = {'train': train_cmd, 'prepare': prepare_cmd, 'eval': eval_cmd, 'generate': generate_cmd, 'sweep': 'llmtrain.sweeps:sweep_cmd',
+            'export': export_cmd, 'chat': chat_cmd, 'serve': serve_cmd}   # a 'module:function' is imported when used (Optuna is slow to import)
+
+def command(name):
+    "The function of command `name`, imported on first use when `COMMANDS` names it as 'module:function'."
+    f = COMMANDS[name]
+    if isinstance(f, str):
+        import importlib
+        mod, fn = f.split(':'); f = COMMANDS[name] = getattr(importlib.import_module(mod), fn)
+    return f
 
 def _dashes(a: str) -> str:
     "An option `--max-tokens[=v]` spelled as its parameter, `--max_tokens[=v]`."
@@ -202,11 +210,11 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ('-h', '--help') or argv[0] not in COMMANDS:
         print("usage: llmtrain {" + ','.join(COMMANDS) + "} [options]\n")
-        for k, f in COMMANDS.items(): print(f"  {k:10s} {f.__doc__.strip().split(chr(10))[0].split('. ')[0]}")
+        for k in COMMANDS: print(f"  {k:10s} {command(k).__doc__.strip().split(chr(10))[0].split('. ')[0]}")
         if argv and argv[0] not in ('-h', '--help'):
             print(f"\nerror: unknown command {argv[0]!r}", file=sys.stderr); sys.exit(2)
         return
-    f = COMMANDS[argv[0]]
+    f = command(argv[0])
     argv = [_dashes(a) for a in argv]                  # --api-key and --api_key alike
     args = anno_parser(f, prog=f'llmtrain {argv[0]}').parse_intermixed_args(argv[1:])   # key=value may follow options
     kw = {k: v for k, v in vars(args).items() if k in f.__code__.co_varnames}

@@ -23,11 +23,10 @@ def loaded(run_dir):
     from llmtrain.serve import load_chat_model
     return load_chat_model(run_dir)
 
-@pytest.fixture(scope='module')
-def server(run_dir):
-    "`llmtrain serve` as a real uvicorn subprocess on a free 127.0.0.1 port, with an API key."
-    p = subprocess.Popen([sys.executable, '-m', 'llmtrain.cli', 'serve', '--run', str(run_dir), '--port', '0', '--api-key', KEY,
-                          '--max-batch', '16', '--device', 'cpu'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def start_server(*args):
+    "`llmtrain serve ARGS` as a real uvicorn subprocess on a free 127.0.0.1 port: `(process, base URL)`."
+    p = subprocess.Popen([sys.executable, '-m', 'llmtrain.cli', 'serve', *map(str, args), '--port', '0', '--device', 'cpu'],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url, t0, lines = None, time.time(), []
     while url is None and time.time() - t0 < 120:
         line = p.stdout.readline()
@@ -36,6 +35,12 @@ def server(run_dir):
         if m := re.search(r'at (http://127\.0\.0\.1:\d+) ', line): url = m.group(1)
     assert url, ''.join(lines)
     threading.Thread(target=p.stdout.read, daemon=True).start()        # keep draining its output
+    return p, url
+
+@pytest.fixture(scope='module')
+def server(run_dir):
+    "`llmtrain serve` on the tiny run, with an API key."
+    p, url = start_server('--run', run_dir, '--api-key', KEY, '--max-batch', '16')
     yield url
     p.terminate(); p.wait(timeout=20)
 
@@ -203,3 +208,21 @@ def test_serve_bench_smoke(tmp_path):
     for k in ('one_at_a_time', 'batched'):
         assert res[k]['errors'] == 0 and res[k]['tokens_per_s'] > 0 and 0 < res[k]['p50_s'] <= res[k]['p99_s']
     assert res['speedup'] > 0 and res['same_replies']
+
+def test_a_hugging_face_folder_chats_and_serves_like_its_run(run_dir, loaded, tmp_path):
+    "`--model DIR`: the run exported as a Hugging Face folder (chapter 2b) gives the same greedy chat reply, in process and through `llmtrain serve`."
+    from llmtrain.pretrained import save_pretrained
+    from llmtrain.serve import load_chat_model, ChatSession
+    model, tok, _ = loaded
+    save_pretrained(model, tok, tmp_path/'hf')
+    hm, htok, name = load_chat_model(model=tmp_path/'hf')
+    assert name == 'hf' and htok.encode('hello there') == tok.encode('hello there')
+    want = ''.join(ChatSession(model, tok, temperature=0, max_tokens=24).reply('hello'))
+    assert ''.join(ChatSession(hm, htok, temperature=0, max_tokens=24).reply('hello')) == want
+    p, url = start_server('--model', tmp_path/'hf')
+    try:
+        from openai import OpenAI
+        r = OpenAI(base_url=url + '/v1', api_key='none').chat.completions.create(
+            model='hf', messages=[{'role': 'user', 'content': 'hello'}], max_tokens=24, temperature=0)
+        assert r.choices[0].message.content == want
+    finally: p.terminate(); p.wait(timeout=20)

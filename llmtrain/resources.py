@@ -8,6 +8,7 @@ import os, gc, time, math, json, copy, weakref, platform, contextlib, dataclasse
 from pathlib import Path
 import torch
 from .core import ConfigError, LLMTrainError, cache_dir, atomic_write
+from .optim import param_groups
 from .models import GPT, GPTConfig, RNNLM, RNNConfig, CNN_MODELS, create_model, num_params, uses_matmul_attention
 
 # %% auto #0
@@ -369,10 +370,13 @@ def model_memory(cfg, vocab_size: int, image_shape=None, micro_batch=None, preci
             trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
             if isinstance(m, GPT): r = gpt_memory(m.config, B, precision, device)
             elif isinstance(m, RNNLM): r = rnn_memory(m.config, B, precision)
+            if c.optimizer == 'muon':           # Muon: one momentum buffer per hidden matrix; AdamW's two moments for the rest
+                n_muon = sum(p.numel() for g in param_groups(m, 0.0, muon=True) if g.get('muon') for p in g['params'])
+                state_bytes = 4 * n_muon + 8 * (trainable - n_muon)
         if c.model in CNN_MODELS: r = cnn_memory(c.model, vocab_size, image_shape or (1, 28, 28), B, precision, c.dropout)
         r = {k: v for k, v in r.items() if k != 'peak'} | _static(P, act_bytes(precision), trainable)
-        state = OPTIMIZER_STATE_BYTES[c.optimizer] if c.optimizer != 'sgd' or c.momentum > 0 else 0
-        return r | dict(optimizer=state * trainable)
+        if c.optimizer != 'muon': state_bytes = trainable * (OPTIMIZER_STATE_BYTES[c.optimizer] if c.optimizer != 'sgd' or c.momentum > 0 else 0)
+        return r | dict(optimizer=state_bytes)
     r = _linear_in_layers(one, cfg)
     if world > 1 and cfg.distributed == 'fsdp':                   # FSDP2: every process holds 1/world of the static state ...
         for k in ('params', 'grads', 'optimizer', 'weight_copies'): r[k] = math.ceil(r[k] / world)

@@ -1,16 +1,18 @@
-"""Multiple-choice scoring on this CPU: batched with shared prefixes (`llmtrain.tasks.loglikelihoods`, each prompt once
-through the model's cache, all of an item's choices in one forward pass) against the one-item-at-a-time loop (one
-forward pass per choice), on the same items, in the same run; items per second, the best of --repeats.
+"""Multiple-choice scoring on this CPU: batched with shared prefixes (`llmtrain.tasks.loglikelihoods`: the prompts of many
+items in one padded pass through the model's cache, each once, then all their choices in batched passes) against the
+one-item-at-a-time loop (one forward pass per choice), on the same items, in the same run; items per second, the best of --repeats.
 
     OMP_NUM_THREADS=1 python bench/tasks.py           # a 4-layer, 128-wide GPT and a 2-layer LSTM, char and BPE, 40 items per task
     python bench/tasks.py --smoke                     # tiny models and vocabularies, 4 items, one round: checks the script, not the machine
 
 The models have random weights (the speed of scoring does not depend on them) and a character tokenizer or a
 4,096-token byte-level BPE trained on tinyshakespeare + Python's documentation. The gain grows with the number of
-choices, the prompt's share of the text and the vocabulary (the prompt's pass computes the output head at its last
-position only): shakespeare_speaker (a speech, then 8 short names; also 3-shot, the usual setting of multiple-choice
-suites) gains most, the zero-shot pydoc_cloze (a sentence, then 4 sentences) least. An item longer than the 512-token
-window (`trunc`) is scored one row per choice, since lm-eval truncates each pair on its own. Both ways give the same log-likelihoods (max_ll_diff). Results go to --out as JSON and a table is printed."""
+choices, the prompt's share of the text and the vocabulary (the output head runs on the choices' tokens only):
+shakespeare_speaker (a speech, then 8 short names; also 3-shot, the usual setting of multiple-choice suites) gains most,
+the zero-shot pydoc_cloze (a sentence, then 4 sentences) least: there the loop computes only about 1.6x the tokens of the
+shared way, which bounds a transformer's gain. An item longer than the 512-token window (`trunc`) is truncated pair by
+pair as lm-eval does; choices whose truncated contexts differ are scored one row each. Both ways give the same
+log-likelihoods (max_ll_diff). Results go to --out as JSON and a table is printed."""
 import argparse, json, sys
 from pathlib import Path
 import torch

@@ -4,7 +4,7 @@
 
 # %% ../nbs/07b_tasks.ipynb #525b2013
 from __future__ import annotations
-import re, json, math, time, random, itertools, typing
+import re, json, math, time, random, itertools, typing, copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
@@ -184,6 +184,18 @@ def truncated(ctx, cont, max_len) -> bool:
     "Whether context + continuation is longer than the window, so that the context loses tokens on the left."
     return len(ctx) + len(cont) - 1 > max_len
 
+# %% ../nbs/07b_tasks.ipynb #fe0cf73d
+def _sum_logprobs(logits, y):
+    "`(log-likelihood, greedy)` of each row: the summed log-probabilities under `logits` `(B, T, V)` of the row's targets in `y` (-1: none), and whether each is the argmax."
+    keep = y != -1
+    lp = logits[keep].float().log_softmax(-1)             # (kept tokens, V), rows in order
+    t = y[keep]
+    tok_ll, hit = lp.gather(-1, t[:, None])[:, 0].double(), lp.argmax(-1) == t
+    row_of, n = keep.nonzero()[:, 0], y.size(0)
+    ll = torch.zeros(n, dtype=torch.float64, device=y.device).index_add_(0, row_of, tok_ll)
+    miss = torch.zeros(n, dtype=torch.long, device=y.device).index_add_(0, row_of, (~hit).long())
+    return list(zip(ll.tolist(), (miss == 0).tolist()))
+
 # %% ../nbs/07b_tasks.ipynb #f3b64f35
 @torch.no_grad()
 def _score_rows(model, pairs, max_len, batch_size):
@@ -202,16 +214,7 @@ def _score_rows(model, pairs, max_len, batch_size):
             x[r, :len(row) - 1] = torch.tensor(row[:-1])
             y[r, len(row) - 1 - len(k):len(row) - 1] = torch.tensor(k)
         x, y = x.to(dev), y.to(dev)
-        logits = model(x, y)[0]
-        keep = y != -1
-        lp = logits[keep].float().log_softmax(-1)             # (kept tokens, V), rows in order
-        t = y[keep]
-        tok_ll, hit = lp.gather(-1, t[:, None])[:, 0].double(), lp.argmax(-1) == t
-        row_of = keep.nonzero()[:, 0]
-        n = len(rows)
-        ll = torch.zeros(n, dtype=torch.float64, device=dev).index_add_(0, row_of, tok_ll)
-        miss = torch.zeros(n, dtype=torch.long, device=dev).index_add_(0, row_of, (~hit).long())
-        out += list(zip(ll.tolist(), (miss == 0).tolist()))
+        out += _sum_logprobs(model(x, y)[0], y)
     return out
 
 # %% ../nbs/07b_tasks.ipynb #f3d3d598
@@ -221,47 +224,96 @@ def new_cache(model, max_len=None):
     if isinstance(model, GPT): return KVCache(model.config.n_layer, max_len or model.config.block_size)
     return None
 
+# %% ../nbs/07b_tasks.ipynb #4bbacca0
+def _map_state(s, f):
+    "`f` applied to a recurrent state: one tensor (RNN, GRU) or a tuple of them (LSTM's h and c)."
+    return tuple(f(t) for t in s) if isinstance(s, tuple) else f(s)
+
+# %% ../nbs/07b_tasks.ipynb #899d13ae
+@torch.no_grad()
+def _prefill(model, ctxs, room):
+    "A cache of `model` with `room` tokens of space holding the contexts `ctxs` (token lists of any lengths, one row each, right-padded in one pass); its `pos` is each row's length (an int where all are equal)."
+    dev = _device(model)
+    n, T = torch.tensor([len(c) for c in ctxs], device=dev), max(len(c) for c in ctxs)
+    x = torch.zeros(len(ctxs), T, dtype=torch.long)
+    for r, c in enumerate(ctxs): x[r, :len(c)] = torch.tensor(c, dtype=torch.long)
+    x, cache = x.to(dev), new_cache(model, room)
+    if isinstance(cache, KVCache) and T:
+        model(x, cache=cache)                             # causal: a row's padding comes after its keys and cannot change them
+        cache.k[..., T:, :], cache.v[..., T:, :] = 0, 0   # unwritten keys are masked below, but must be finite
+    elif T:                                               # a recurrent model reads the rows longest first, in segments: each stops at its own end
+        order = sorted(range(len(ctxs)), key=lambda r: -len(ctxs[r]))
+        xs, ends, state, done = x[order], [len(ctxs[r]) for r in order], None, 0
+        for j in range(len(order), 0, -1):                # rows order[:j] are longer than `done`
+            if ends[j - 1] == done: continue
+            part = RNNState()
+            part.state = None if state is None else _map_state(state, lambda s: s[:, :j].contiguous())
+            model(xs[:j, done:ends[j - 1]], cache=part)
+            if state is None: state = _map_state(part.state, lambda s: torch.cat([s, s.new_zeros(s.size(0), len(ctxs) - j, s.size(2))], 1))
+            else:
+                for s, p in zip(*[t if isinstance(t, tuple) else (t,) for t in (state, part.state)]): s[:, :j] = p
+            done = ends[j - 1]
+        cache.state = _map_state(state, lambda s: s[:, torch.tensor(order, device=dev).argsort()])
+    cache.pos = n if len(set(n.tolist())) > 1 else T      # one length: one position for all rows (no per-row mask)
+    return cache
+
 # %% ../nbs/07b_tasks.ipynb #a35afe68
-def _expand_cache(c, n):
-    "Repeat a batch-1 cache `n` times along the batch."
-    if isinstance(c, KVCache): c.k, c.v = (t.expand(-1, n, -1, -1, -1).contiguous() for t in (c.k, c.v))
-    else: c.state = tuple(s.expand(-1, n, -1).contiguous() for s in c.state) if isinstance(c.state, tuple) else c.state.expand(-1, n, -1).contiguous()
+def _select_rows(c, idx):
+    "The cache `c` with its rows picked (and repeated) by the index tensor `idx`."
+    if isinstance(c, KVCache):
+        if c.k is not None: c.k, c.v = c.k.index_select(1, idx), c.v.index_select(1, idx)
+    elif c.state is not None: c.state = _map_state(c.state, lambda s: s.index_select(1, idx))
+    if torch.is_tensor(c.pos): c.pos = c.pos[idx]
     return c
 
 # %% ../nbs/07b_tasks.ipynb #36e554e2
 @torch.no_grad()
-def _score_group(model, ctx, conts):
-    "Log-likelihoods of the continuations `conts` of one context `ctx`: the context once, then every continuation in one batch."
-    dev, T = _device(model), max(len(k) for k in conts) - 1
-    c = new_cache(model, len(ctx) + T)                   # just the room needed: the cache is copied once per continuation
-    first = model(torch.tensor([ctx], device=dev), cache=c)[0][:, -1].float().log_softmax(-1)[0]   # predicts each cont[0]
-    k0 = torch.tensor([k[0] for k in conts], device=dev)
-    ll, miss = first[k0].double(), (first.argmax() != k0).long()
-    if T > 0:
-        x = torch.zeros(len(conts), T, dtype=torch.long)
-        y = torch.full((len(conts), T), -1, dtype=torch.long)
-        for r, k in enumerate(conts):
-            x[r, :len(k) - 1], y[r, :len(k) - 1] = torch.tensor(k[:-1]), torch.tensor(k[1:])
-        x, y = x.to(dev), y.to(dev)
-        logits = model(x, y, cache=_expand_cache(c, len(conts)))[0].float().log_softmax(-1)
-        keep = y != -1
-        tok = logits.gather(-1, y.clamp(min=0)[..., None])[..., 0].double()
-        ll = ll + (tok * keep).sum(1)
-        miss = miss + ((logits.argmax(-1) != y) & keep).sum(1)
-    return list(zip(ll.tolist(), (miss == 0).tolist()))
+def _score_groups(model, groups, max_len, batch_size):
+    "Log-likelihoods of the continuations of each `(ctx, conts)` group, many groups at a time (up to `batch_size` continuations): their contexts in one padded pass through the cache, then their continuations, sorted by length, in slices of a quarter of that."
+    dev, cfg = _device(model), model.config
+    order = sorted(range(len(groups)), key=lambda g: (-len(groups[g][0]), -max(map(len, groups[g][1]))))   # similar lengths side by side: little padding
+    out, b = [None] * len(groups), 0
+    while b < len(order):
+        part, rows, lc, lk, tok = [], 0, 0, 0, 0         # groups taken, their continuations, longest context and continuation, context tokens
+        for g in order[b:]:
+            c, ks = groups[g]
+            r, C, K, n = rows + len(ks), max(lc, len(c)), max(lk, max(map(len, ks))), tok + len(c)
+            too_big = (r > batch_size or C - 1 + K > max_len or (len(part) + 1) * (C - 16) > 1.2 * n   # padding: at most 20% (or 16 tokens a row)
+                       or r * K * cfg.vocab_size > 1 << 25 or r * (C + K) * cfg.n_layer * cfg.n_embd > 1 << 26)   # logits of at most 32M floats, a cache of 64M
+            if part and too_big: break
+            part.append(g); rows, lc, lk, tok = r, C, K, n
+        b += len(part)
+        cache = _prefill(model, [groups[g][0][:-1] for g in part], lc - 1 + lk)   # the last context token goes with the continuations
+        for g in part: out[g] = [None] * len(groups[g][1])
+        todo = sorted(((j, g, i) for j, g in enumerate(part) for i in range(len(groups[g][1]))), key=lambda t: -len(groups[t[1]][1][t[2]]))
+        step = max(1, batch_size // 4)                    # the continuations by length, in slices: little padding
+        for s in range(0, rows, step):
+            sl = todo[s:s + step]
+            T = len(groups[sl[0][1]][1][sl[0][2]])
+            x = torch.zeros(len(sl), T, dtype=torch.long)
+            y = torch.full((len(sl), T), -1, dtype=torch.long)
+            for r, (_, g, i) in enumerate(sl):
+                c, k = groups[g][0], groups[g][1][i]
+                x[r, :len(k)], y[r, :len(k)] = torch.tensor([c[-1]] + k[:-1]), torch.tensor(k)
+            x, y = x.to(dev), y.to(dev)
+            c = _select_rows(copy.copy(cache), torch.tensor([j for j, _, _ in sl], device=dev))
+            for (_, g, i), r in zip(sl, _sum_logprobs(model(x, y, cache=c)[0], y)): out[g][i] = r
+    return out
 
 # %% ../nbs/07b_tasks.ipynb #0981f803
 def loglikelihoods(model, pairs, batch_size=64, share_prefix=True) -> list[tuple[float, bool]]:
-    "`(log-likelihood, greedy)` of each `(context ids, continuation ids)` pair under `model`, as lm-eval's `loglikelihood`; `share_prefix` scores each distinct context once."
+    "`(log-likelihood, greedy)` of each `(context ids, continuation ids)` pair under `model`, as lm-eval's `loglikelihood`; `share_prefix` scores each distinct context once, many contexts per batch."
     was = model.training; model.eval()
     L = max_length(model)
     out = [None] * len(pairs)
     try:
         groups = {}
         for i, (c, k) in enumerate(pairs):
-            if share_prefix and new_cache(model) is not None and not truncated(c, k, L): groups.setdefault(tuple(c), []).append(i)
-        for c, idx in groups.items():
-            for i, r in zip(idx, _score_group(model, list(c), [pairs[i][1] for i in idx])): out[i] = r
+            c = c[max(0, len(c) + len(k) - 1 - L):]        # lm-eval's truncation, pair by pair: the context the model sees
+            if share_prefix and new_cache(model) is not None and c and len(k) <= L: groups.setdefault(tuple(c), []).append(i)
+        res = _score_groups(model, [(list(c), [pairs[i][1] for i in idx]) for c, idx in groups.items()], L, batch_size)
+        for idx, rs in zip(groups.values(), res):
+            for i, r in zip(idx, rs): out[i] = r
         rest = [i for i in range(len(pairs)) if out[i] is None]
         for i, r in zip(rest, _score_rows(model, [pairs[i] for i in rest], L, batch_size)): out[i] = r
     finally: model.train(was)

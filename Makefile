@@ -13,7 +13,7 @@ install-dev:        ## llmtrain with its dev extras (nbdev, papermill, pytest, .
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[dev]"
 
-system-deps:        ## the Debian packages the tests need (chromium, dataset-fashion-mnist), via apt-get; sudo when not root
+system-deps:        ## the Debian packages the tests need (chromium, chromium-driver, dataset-fashion-mnist), via apt-get; sudo when not root
 	bash tools/system_deps.sh
 
 demo: install       ## train a character-level GPT on the built-in corpus and leave runs/<name>/

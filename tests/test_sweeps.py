@@ -44,14 +44,15 @@ def test_two_worker_processes_share_a_grid_without_duplicates(tmp_path):
 
 def test_a_worker_killed_mid_trial_is_failed_requeued_and_the_study_goes_on(tmp_path):
     space = tmp_path/'space.yaml'
-    base = {**TINY, 'max_iters': 150, 'eval_interval': 50, 'ckpt_interval': 10, 'log_interval': 10}
+    # trials of a few seconds, so that the kill lands mid-trial also on a quiet machine (150 iterations took half a second)
+    base = {**TINY, 'max_iters': 1500, 'eval_interval': 500, 'ckpt_interval': 100, 'log_interval': 100}
     space.write_text(yaml.safe_dump({'base': base, 'grid': {'lr': [1e-3, 2e-3, 3e-3]}}))
     root = tmp_path/'sw'
     log = open(tmp_path/'log.txt', 'wb')
     p = subprocess.Popen([sys.executable, '-m', 'llmtrain.cli', 'sweep', str(space), '--root', str(root), '--workers', '2',
                           '--heartbeat', '2'], stdout=log, stderr=subprocess.STDOUT, env=env(), cwd=ROOT)
     victim, deadline = None, time.time() + 120
-    while victim is None:                            # a running trial past a checkpoint at 20, with 40 or more iterations to go
+    while victim is None:                            # a running trial past a checkpoint at 200, with 400 or more iterations to go
         assert p.poll() is None and time.time() < deadline, (tmp_path/'log.txt').read_text()[-3000:]
         time.sleep(0.05)
         if not list(root.glob('t*/metrics.csv')): continue                 # the study exists once a trial trains
@@ -69,7 +70,7 @@ def test_a_worker_killed_mid_trial_is_failed_requeued_and_the_study_goes_on(tmp_
     assert retry.user_attrs['run_dir'] == victim.user_attrs['run_dir'] and retry.user_attrs['pid'] != victim.user_attrs['pid']
     assert params_of(ts) == [(('lr', v),) for v in (1e-3, 2e-3, 3e-3)]     # every grid point finished exactly once
     m = pd.read_csv(Path(retry.user_attrs['run_dir'])/'metrics.csv')
-    assert m.dropna(subset=['train_loss'])['iter'].tolist() == list(range(10, 151, 10))   # resumed: one history, no repeats
+    assert m.dropna(subset=['train_loss'])['iter'].tolist() == list(range(100, 1501, 100))   # resumed: one history, no repeats
 
 def test_a_restarted_sweep_does_not_redo_finished_trials(tmp_path):
     space = {'base': {**TINY, 'max_iters': 10}, 'random': {'lr': {'log_uniform': [1e-3, 1e-2]}}, 'trials': 2, 'seed': 1}

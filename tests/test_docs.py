@@ -77,7 +77,7 @@ def server(site):
 def browser(tmp_path_factory):
     "A headless Chromium context (fresh profile) driven by playwright."
     if not Path(CHROMIUM).is_file():
-        pytest.fail(f'{CHROMIUM} is missing: `apt-get install -y chromium` (what .ci/run does), or set LLMTRAIN_CHROMIUM')
+        pytest.fail(f'{CHROMIUM} is missing: `make system-deps` (what make test runs first), or set LLMTRAIN_CHROMIUM')
     try: from playwright.sync_api import sync_playwright
     except ImportError: pytest.fail('playwright is missing: `pip install -e ".[dev]"` (it needs no browser download)')
     with sync_playwright() as p:

@@ -594,6 +594,8 @@ def existing_run(run_dir):
     files = sorted(p.name for p in rd.glob('*.pt')) + [n for n in ('model.safetensors',) if (rd/n).is_file()]
     if not rows and not files: return None
     its, vals = [r['iter'] for r in rows], [r['val_loss'] for r in rows if 'val_loss' in r]
+    with contextlib.suppress(Exception):                   # the checkpoint's own count (mmap: its tensors are not read)
+        its.append(torch.load(rd/'ckpt.pt', mmap=True, weights_only=True)['iter'])
     return '; '.join([f"{int(max(its))} iterations" if its else 'no metrics rows',
                       f"best validation loss {min(vals):.4f}" if vals else 'no evaluation yet',
                       ', '.join(files[:4]) + (', ...' if len(files) > 4 else '') or 'no checkpoint'])

@@ -27,6 +27,11 @@ def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
         overrides += [f'name={rd.name}', f'out_dir={rd.parent}']
     cfg = load_config(config, overrides)
     t = train(cfg, resume=resume)
+    if t.interrupted:                                  # Ctrl-C or SIGTERM: a checkpoint was written after the step
+        import signal
+        if t.is_main: print(f"\nllmtrain train: {t.interrupted} at iteration {t.iter}: checkpoint {t.run_dir/'ckpt.pt'}; "
+                            f"resume with: llmtrain train --resume {t.run_dir}", file=sys.stderr)
+        sys.exit(128 + signal.Signals[t.interrupted])    # 130 for SIGINT, 143 for SIGTERM, as the shell reports them
     if t.is_main:
         print(f"\nrun folder: {t.run_dir}\nbest validation loss: {t.best_val:.4f} ({t.iter} iterations, "
               f"{t.device}, {t.precision})")
@@ -221,6 +226,8 @@ def main(argv=None):
     try: f(**kw)
     except LLMTrainError as e:
         print(f"llmtrain {argv[0]}: error: {e}", file=sys.stderr); sys.exit(2)
+    except KeyboardInterrupt as e:                     # a second Ctrl-C during training, or one outside it
+        print(f"\nllmtrain {argv[0]}: {e or 'interrupted'}", file=sys.stderr); sys.exit(128 + getattr(e, 'signum', 2))
 
 # %% ../nbs/10_cli.ipynb #d32f247f
 if __name__ == '__main__' and 'ipykernel' not in sys.modules: main()

@@ -95,6 +95,7 @@ class TrainConfig:
     # run
     name: typing.Optional[str] = None         # run folder name under out_dir (default: corpus-model-timestamp)
     out_dir: str = 'runs'                      # where run folders go
+    overwrite: bool = False                    # replace an existing run folder of this name (its files are deleted); else a named error
     seed: int = 1337
     device: str = 'auto'                       # auto | cpu | cuda | cuda:N | mps
     precision: str = 'auto'                    # auto | fp32 | bf16 | fp16

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08b_sweeps.ipynb #6dbb670c
 from __future__ import annotations
-import os, sys, json, time, socket, difflib, itertools, subprocess, warnings, functools
+import os, sys, json, time, signal, socket, difflib, itertools, subprocess, warnings, functools
 from dataclasses import asdict
 from pathlib import Path
 import pandas as pd
@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 from fastcore.script import Param
 from .core import TrainConfig, LLMTrainError, ConfigError, atomic_write, load_config
-from .training import Callback, NonFiniteError
+from .training import Callback, NonFiniteError, Interrupted
 from .analysis import run_summary, run_folders
 
 # %% auto #0
@@ -366,8 +366,11 @@ def run_trial(trial, sp: dict, root) -> float:
         else:
             from llmtrain.training import train
             run_dir, ck = tdir, tdir/'ckpt.pt'
-            cfg = load_config(None, **{**sp['base'], **ov}, name=tdir.name, out_dir=str(tdir.parent))
-            train(cfg, resume=ck if ck.is_file() else None, callbacks=[OptunaPruning(trial)])
+            cfg = load_config(None, **{**sp['base'], **ov, 'overwrite': True}, name=tdir.name, out_dir=str(tdir.parent))
+            t = train(cfg, resume=ck if ck.is_file() else None, callbacks=[OptunaPruning(trial)])   # no checkpoint yet: start over
+            if t.interrupted:                          # Ctrl-C/SIGTERM: FAIL; the sweep run again resumes it from its checkpoint
+                trial.set_user_attr('error', f"interrupted by {t.interrupted} at iteration {t.iter}; it resumes when the sweep runs again")
+                raise Interrupted(signal.Signals[t.interrupted], tdir)
     except NonFiniteError as e:
         trial.set_user_attr('diverged', str(e)[:300])
         raise optuna.TrialPruned(f"diverged: {str(e)[:120]}") from None

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_training.ipynb #a45c2f94
 from __future__ import annotations
-import os, sys, csv, json, time, random, warnings, platform, contextlib, datetime
+import os, sys, csv, json, time, random, warnings, platform, contextlib, datetime, errno, shutil, signal, socket, threading
 from dataclasses import asdict
 from pathlib import Path
 import numpy as np
@@ -24,11 +24,13 @@ from .evaluation import evaluate, token_byte_lengths, LN2
 from .generation import generate_text
 
 # %% auto #0
-__all__ = ['METRICS', 'lr_at', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'Callback', 'CSVLogger',
-           'TensorBoardLogger', 'read_tensorboard', 'in_notebook', 'ProgressBar', 'LivePlot', 'Checkpointer',
-           'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer', 'target_count', 'environment', 'run_name',
-           'plot_run', 'text_trainer', 'image_trainer', 'resume_checkpoint', 'train', 'dedup_tensors', 'finish_run',
-           'run_config', 'run_weights', 'load_weights', 'load_run', 'load_model']
+__all__ = ['METRICS', 'lr_at', 'rng_state', 'set_rng_state', 'save_checkpoint', 'load_checkpoint', 'Callback', 'read_metrics',
+           'CSVLogger', 'TensorBoardLogger', 'read_tensorboard', 'in_notebook', 'ProgressBar', 'LivePlot',
+           'Checkpointer', 'EarlyStopping', 'ThroughputMonitor', 'NonFiniteError', 'Trainer', 'target_count',
+           'RunExistsError', 'RunLockedError', 'run_lock', 'on_rank0', 'existing_run', 'claim_run', 'Interrupted',
+           'stop_signals', 'environment', 'run_name', 'plot_run', 'text_trainer', 'image_trainer', 'resume_checkpoint',
+           'train', 'dedup_tensors', 'finish_run', 'run_config', 'run_weights', 'load_weights', 'load_run',
+           'load_model']
 
 # %% ../nbs/06_training.ipynb #eb2fb678
 def lr_at(it, cfg) -> float:
@@ -78,23 +80,43 @@ class Callback:
     def on_log(self, trainer, metrics: dict): pass
     def on_eval(self, trainer, metrics: dict): pass
     def on_checkpoint(self, trainer, path): pass
+    def on_interrupt(self, trainer): pass
     def on_fit_end(self, trainer): pass
 
 # %% ../nbs/06_training.ipynb #e73ee4bc
 METRICS = ['iter', 'tokens', 'train_loss', 'val_loss', 'val_bpb', 'val_acc', 'lr', 'grad_norm', 'tokens_per_s', 'ms_per_iter', 'mfu',
            'skipped_steps', 'elapsed_s']
 
+# %% ../nbs/06_training.ipynb #c24a0002
+def read_metrics(path, raw=False) -> list:
+    "The rows of a `metrics.csv` as dicts of floats (strings if `raw`; empty fields left out); a malformed row is skipped with a warning naming its line."
+    rows, path = [], Path(path)
+    with open(path, newline='', encoding='utf-8', errors='replace') as f:
+        r = csv.reader(f)
+        header = next(r, None) or []
+        for row in r:
+            try:
+                if len(row) != len(header): raise ValueError(f"{len(row)} fields where the header has {len(header)}")
+                vals = {k: float(v) for k, v in zip(header, row) if v != ''}
+                if 'iter' in header and 'iter' not in vals: raise ValueError("no iteration")
+            except ValueError as e:
+                warnings.warn(f"{path}, line {r.line_num}: skipped a malformed row ({e})", stacklevel=2); continue
+            rows.append({k: v for k, v in zip(header, row) if v != ''} if raw else vals)
+    return rows
+
 # %% ../nbs/06_training.ipynb #8b497fa0
 class CSVLogger(Callback):
-    "Append every logged and evaluated metric row to `run_dir/metrics.csv`."
+    "Append every logged and evaluated metric row to `run_dir/metrics.csv` (on resume, the rows up to the checkpoint are kept, rewritten atomically)."
     order = 10
     def on_fit_start(self, t):
         self.path = t.run_dir/'metrics.csv'
         resumed = self.path.exists() and t.start_iter > 0
-        rows = [r for r in csv.DictReader(open(self.path)) if int(r['iter']) <= t.start_iter] if resumed else []
-        self.f = open(self.path, 'w', newline='')
+        rows = [r for r in read_metrics(self.path, raw=True) if float(r['iter']) <= t.start_iter] if resumed else []
+        with atomic_write(self.path) as tmp:
+            with open(tmp, 'w', newline='') as f:
+                w = csv.DictWriter(f, METRICS, extrasaction='ignore'); w.writeheader(); w.writerows(rows)
+        self.f = open(self.path, 'a', newline='')
         self.w = csv.DictWriter(self.f, METRICS, extrasaction='ignore')
-        self.w.writeheader(); self.w.writerows(rows); self.f.flush()
     def _row(self, m): self.w.writerow(m); self.f.flush()
     def on_log(self, t, m): self._row(m)
     def on_eval(self, t, m): self._row(m)
@@ -190,6 +212,8 @@ class Checkpointer(Callback):
     def on_eval(self, t, m):
         path = self.save(t)
         if t.improved and t.cfg.keep_best and path is not None: self._link(path, t.run_dir/'best.pt')
+    def on_interrupt(self, t):
+        if t._saved_iter != t.iter: self.save(t)          # unless this step's checkpoint is already written
     def save(self, t):
         path = t.save()
         if path is not None and t.cfg.keep_last > 1:
@@ -259,6 +283,7 @@ class Trainer:
         self._elapsed, self._t0 = 0.0, None         # seconds in `fit` so far (over resumed sessions too); the running clock's zero
         self.best_val, self.history, self.should_stop, self.improved = float('inf'), [], False, False
         self.eval_metrics = {}
+        self.interrupted, self._stop_signal, self._saved_iter = None, None, None   # see `fit`: the signal that stopped it
         self._nonfinite = torch.zeros((), device=self.device, dtype=torch.int64)
         self._loss_sum, self._log_start = torch.zeros((), device=self.device), 0   # the open log window: summed loss, first iteration
 
@@ -489,6 +514,7 @@ def load_state_dict(self: Trainer, s: dict):
 def save(self: Trainer, name='ckpt.pt'):
     "Write a checkpoint into the run folder (rank 0 writes; every process takes part in gathering); returns its path."
     if self.run_dir is None: return None
+    self._saved_iter = self.iter
     state = self.state_dict()
     if not self.is_main: return None
     path = self.run_dir/name
@@ -504,45 +530,142 @@ def lr_find(self: Trainer, **kwargs) -> dict:
     try: return lr_find(self.raw_model, self.train_batches, device=self.device, **kwargs)
     finally: self.train_batches.load_state_dict(state)
 
+# %% ../nbs/06_training.ipynb #c24a0021
+class RunExistsError(LLMTrainError, FileExistsError):
+    "The run folder already holds a run; resume it, pick another name, or pass overwrite=true."
+
+# %% ../nbs/06_training.ipynb #c24a0022
+class RunLockedError(LLMTrainError, RuntimeError):
+    "Another process is writing to the run folder (it holds its lock)."
+
+# %% ../nbs/06_training.ipynb #c24a0023
+_HELD = {}           # the run folders whose lock this process holds: resolved path -> [open lock file, depth]
+
+# %% ../nbs/06_training.ipynb #c24a0024
+@contextlib.contextmanager
+def run_lock(run_dir):
+    "Hold the exclusive writer's lock of `run_dir` (`flock` on `run_dir/.lock`, freed by the kernel when the process dies); re-entrant. Held elsewhere: `RunLockedError`."
+    rd = Path(run_dir); rd.mkdir(parents=True, exist_ok=True)
+    key = str(rd.resolve())
+    if key in _HELD:
+        _HELD[key][1] += 1
+        try: yield rd
+        finally: _HELD[key][1] -= 1
+        return
+    try: import fcntl
+    except ImportError: yield rd; return                       # no POSIX file locks here
+    f = open(rd/'.lock', 'a+')
+    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        f.seek(0); holder = f.read().strip(); f.close()
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK): raise
+        try: h = json.loads(holder); who = f"pid {h['pid']} on {h['host']}, since {h['since']}"
+        except (ValueError, KeyError, TypeError): who = "a process that is just starting"
+        raise RunLockedError(f"{rd} is being written by another process ({who}): wait for it to end or stop it, "
+                             "or train under another name=") from None
+    f.seek(0); f.truncate()
+    f.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since=f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")) + '\n')
+    f.flush()
+    _HELD[key] = [f, 1]
+    try: yield rd
+    finally:
+        del _HELD[key]
+        with contextlib.suppress(OSError): f.truncate(0)
+        f.close()                                              # closing the file releases the lock
+
+# %% ../nbs/06_training.ipynb #c24a0025
+def on_rank0(fn):
+    "`fn()` on rank 0 only; under torchrun every process gets its result, or raises its `LLMTrainError`, so none waits forever."
+    out = err = None
+    if not is_distributed() or dist.get_rank() == 0:
+        try: out = fn()
+        except LLMTrainError as e: err = e
+    if is_distributed():
+        box = [(out, err)]; dist.broadcast_object_list(box, src=0); out, err = box[0]
+    if err is not None: raise err
+    return out
+
+# %% ../nbs/06_training.ipynb #c24a0026
+def existing_run(run_dir):
+    "What run folder `run_dir` holds (iterations, best validation loss, checkpoints), or None when it holds no run yet."
+    rd = Path(run_dir)
+    if not rd.is_dir(): return None
+    rows = read_metrics(rd/'metrics.csv') if (rd/'metrics.csv').is_file() else []
+    files = sorted(p.name for p in rd.glob('*.pt')) + [n for n in ('model.safetensors',) if (rd/n).is_file()]
+    if not rows and not files: return None
+    its, vals = [r['iter'] for r in rows], [r['val_loss'] for r in rows if 'val_loss' in r]
+    with contextlib.suppress(Exception):                   # the checkpoint's own count (mmap: its tensors are not read)
+        its.append(torch.load(rd/'ckpt.pt', mmap=True, weights_only=True)['iter'])
+    return '; '.join([f"{int(max(its))} iterations" if its else 'no metrics rows',
+                      f"best validation loss {min(vals):.4f}" if vals else 'no evaluation yet',
+                      ', '.join(files[:4]) + (', ...' if len(files) > 4 else '') or 'no checkpoint'])
+
+# %% ../nbs/06_training.ipynb #c24a0027
+def claim_run(run_dir, overwrite=False, resume=False, lock=None):
+    "Check that `train` may write `run_dir`: no other writer, and no earlier run unless `resume`, or `overwrite` (it deletes the old files). With `lock`, an `ExitStack`, the lock is entered there and kept."
+    rd = Path(run_dir)
+    if lock is None:                                          # the early check, before any data is prepared: nothing is written
+        if rd.is_dir():
+            with run_lock(rd): pass
+    else: lock.enter_context(run_lock(rd))
+    if resume: return rd
+    what = existing_run(rd)
+    if what and not overwrite:
+        raise RunExistsError(f"{rd} already holds a run ({what}). To continue it: llmtrain train --resume {rd} "
+                             f"(train(cfg, resume=...)); to keep it and train another: pass another name=; to replace it: "
+                             "pass overwrite=true (the old run's files are deleted)")
+    if what and lock is not None:                             # overwrite, under the lock
+        for p in rd.iterdir():
+            if p.name != '.lock': shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    return rd
+
 # %% ../nbs/06_training.ipynb #43263f0d
 @patch
 def fit(self: Trainer):
-    "Train from the current iteration to `cfg.max_iters`, logging, evaluating and checkpointing on schedule."
+    "Train from the current iteration to `cfg.max_iters`, logging, evaluating and checkpointing on schedule; a SIGINT or SIGTERM stops it after the current step, with a checkpoint (`interrupted`)."
     cfg = self.cfg
-    self.model.train()
-    self._cb('on_fit_start')
-    try:
-        t0 = self._t0 = time.perf_counter() - self._elapsed          # `elapsed_s` goes on from where the last session stopped
-        t_log, tok_log = time.perf_counter(), self.tokens_seen
-        while self.iter < cfg.max_iters and not self.should_stop:
-            self.train_step()
-            it = self.iter
-            if self.log_due():
-                now = time.perf_counter()
-                it_log, loss_sum = self._log_start, self._loss_sum
-                if self.world > 1: dist.all_reduce(loss_sum); loss_sum /= self.world
-                skipped = int(self._nonfinite.item())          # the sync: once per log interval
-                m = dict(iter=it, tokens=self.tokens_seen, train_loss=(loss_sum / (it - it_log)).item(),
-                         lr=lr_at(it - 1, cfg), tokens_per_s=(self.tokens_seen - tok_log) / (now - t_log),
-                         ms_per_iter=1000 * (now - t_log) / (it - it_log), skipped_steps=skipped, elapsed_s=now - t0)
-                if self.last_grad_norm is not None: m['grad_norm'] = self.last_grad_norm.item()
-                if skipped and cfg.nan_policy == 'stop':
-                    raise NonFiniteError(f"The loss or gradient was NaN/Inf at {skipped} step(s) up to iteration {it} "
-                                         "(those updates were not applied). Lower lr, set grad_clip, use bf16 instead of "
-                                         "fp16, check the data, or pass nan_policy=skip to skip such steps")
-                t_log, tok_log, self._log_start = now, self.tokens_seen, it
-                loss_sum.zero_()                             # a new window opens before a checkpoint in on_log saves it
-                self.history.append(m); self._cb('on_log', m)
-            if self.eval_due():
-                m = dict(iter=it, tokens=self.tokens_seen, val_loss=self.evaluate(), **self.eval_metrics,
-                         elapsed_s=time.perf_counter() - t0)
-                self.improved = m['val_loss'] < self.best_val
-                self.best_val = min(self.best_val, m['val_loss'])
-                self.history.append(m); self._cb('on_eval', m)
-                t_log = time.perf_counter()                  # evaluation and checkpoint time is not training throughput
-    finally:
-        self._elapsed, self._t0 = self.elapsed(), None
-        self._cb('on_fit_end')
+    self.interrupted = self._stop_signal = None
+    with contextlib.ExitStack() as held:
+        if self.run_dir is not None:                 # the writer's lock of the run folder (rank 0), unless `train` holds it already
+            on_rank0(lambda: held.enter_context(run_lock(self.run_dir)))
+        held.enter_context(stop_signals(self))
+        self.model.train()
+        self._cb('on_fit_start')
+        try:
+            t0 = self._t0 = time.perf_counter() - self._elapsed          # `elapsed_s` goes on from where the last session stopped
+            t_log, tok_log = time.perf_counter(), self.tokens_seen
+            while self.iter < cfg.max_iters and not self.should_stop:
+                self.train_step()
+                it = self.iter
+                if self.log_due():
+                    now = time.perf_counter()
+                    it_log, loss_sum = self._log_start, self._loss_sum
+                    if self.world > 1: dist.all_reduce(loss_sum); loss_sum /= self.world
+                    skipped = int(self._nonfinite.item())          # the sync: once per log interval
+                    m = dict(iter=it, tokens=self.tokens_seen, train_loss=(loss_sum / (it - it_log)).item(),
+                             lr=lr_at(it - 1, cfg), tokens_per_s=(self.tokens_seen - tok_log) / (now - t_log),
+                             ms_per_iter=1000 * (now - t_log) / (it - it_log), skipped_steps=skipped, elapsed_s=now - t0)
+                    if self.last_grad_norm is not None: m['grad_norm'] = self.last_grad_norm.item()
+                    if skipped and cfg.nan_policy == 'stop':
+                        raise NonFiniteError(f"The loss or gradient was NaN/Inf at {skipped} step(s) up to iteration {it} "
+                                             "(those updates were not applied). Lower lr, set grad_clip, use bf16 instead of "
+                                             "fp16, check the data, or pass nan_policy=skip to skip such steps")
+                    t_log, tok_log, self._log_start = now, self.tokens_seen, it
+                    loss_sum.zero_()                             # a new window opens before a checkpoint in on_log saves it
+                    self.history.append(m); self._cb('on_log', m)
+                if self.eval_due():
+                    m = dict(iter=it, tokens=self.tokens_seen, val_loss=self.evaluate(), **self.eval_metrics,
+                             elapsed_s=time.perf_counter() - t0)
+                    self.improved = m['val_loss'] < self.best_val
+                    self.best_val = min(self.best_val, m['val_loss'])
+                    self.history.append(m); self._cb('on_eval', m)
+                    t_log = time.perf_counter()                  # evaluation and checkpoint time is not training throughput
+                if it < cfg.max_iters and self._stop_requested():   # after the step's rows: the checkpoint is an ordinary one
+                    self.interrupted = signal.Signals(self._stop_signal).name
+                    self._cb('on_interrupt'); break
+        finally:
+            self._elapsed, self._t0 = self.elapsed(), None
+            self._cb('on_fit_end')
     if self.world > 1: dist.barrier()
     return self
 
@@ -551,6 +674,39 @@ def fit(self: Trainer):
 def elapsed(self: Trainer) -> float:
     "Seconds spent in `fit`, over every session of the run: the clock of `elapsed_s` in the logs, saved in checkpoints."
     return time.perf_counter() - self._t0 if self._t0 is not None else self._elapsed
+
+# %% ../nbs/06_training.ipynb #c24a0011
+class Interrupted(KeyboardInterrupt):
+    "A second SIGINT/SIGTERM stopped `fit` at once; the run folder's last complete checkpoint is intact."
+    def __init__(self, signum, run_dir=None): super().__init__(signum); self.signum, self.run_dir = signum, run_dir
+    def __str__(self):
+        where = (f"; the last complete checkpoint is {Path(self.run_dir)/'ckpt.pt'}: llmtrain train --resume {self.run_dir}"
+                 if self.run_dir else '')
+        return f"a second {signal.Signals(self.signum).name} stopped the run at once{where}"
+
+# %% ../nbs/06_training.ipynb #c24a0012
+@contextlib.contextmanager
+def stop_signals(trainer, signals=(signal.SIGINT, signal.SIGTERM)):
+    "While the block runs (main thread only), the first of `signals` asks `trainer` to stop after its step; a second raises `Interrupted`. The previous handlers come back after."
+    if threading.current_thread() is not threading.main_thread(): yield; return
+    def ask(signum, frame):
+        if trainer._stop_signal is not None: raise Interrupted(signum)
+        trainer._stop_signal = signum
+    old = {s: signal.signal(s, ask) for s in signals}
+    try: yield
+    finally:
+        for s, h in old.items(): signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+# %% ../nbs/06_training.ipynb #c24a0013
+@patch
+def _stop_requested(self: Trainer) -> bool:
+    "Whether a signal asked `fit` to stop: read on the host after each step; under torchrun agreed by all processes at log steps."
+    if self.world == 1: return self._stop_signal is not None
+    if not self.log_due(): return False
+    flag = torch.tensor(self._stop_signal or 0, device=self.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)              # one integer, at log steps only
+    self._stop_signal = int(flag.item()) or None
+    return self._stop_signal is not None
 
 # %% ../nbs/06_training.ipynb #b78354ee
 def environment(trainer=None) -> dict:
@@ -567,9 +723,12 @@ def environment(trainer=None) -> dict:
 
 # %% ../nbs/06_training.ipynb #f57812cf
 def run_name(cfg) -> str:
-    "`cfg.name`, or one made from the corpus, model and time."
+    "`cfg.name`, or one made from the corpus, model and time (with a -2, -3, ... suffix should that folder exist)."
     if cfg.name: return cfg.name
-    return f"{Path(str(cfg.corpus)).stem}-{cfg.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    base = f"{Path(str(cfg.corpus)).stem}-{cfg.model}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    name, n = base, 1
+    while (Path(cfg.out_dir)/name).exists(): n += 1; name = f"{base}-{n}"
+    return name
 
 # %% ../nbs/06_training.ipynb #3ff36230
 def plot_run(history, path=None, title=None):
@@ -630,20 +789,25 @@ def resume_checkpoint(resume) -> Path:
 
 # %% ../nbs/06_training.ipynb #98423566
 def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
-    "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue."
+    "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue. Stopped by a signal, it returns the Trainer with `interrupted` set, after its checkpoint."
     ck = resume_checkpoint(resume) if resume is not None else None     # before the data is prepared and a run folder made
     set_seed(cfg.seed)
     device = init_distributed(resolve_device(cfg.device))
-    run_dir = Path(cfg.out_dir)/run_name(cfg)
+    run_dir = Path(cfg.out_dir)/on_rank0(lambda: run_name(cfg))      # rank 0's name on every process
+    on_rank0(lambda: claim_run(run_dir, cfg.overwrite, ck is not None))   # another writer, or a run already there: stop now
     make = image_trainer if cfg.model in CNN_MODELS else text_trainer
     t = make(cfg, run_dir, device, callbacks)
-    if ck is not None: t.load_state_dict(load_checkpoint(ck))
-    if t.is_main:
-        save_config(t.cfg, run_dir/'config.yaml')              # t.cfg: with batch_size=auto resolved
-        if t.tokenizer is not None: save_tokenizer(t.tokenizer, run_dir/'tokenizer.json')
-        with atomic_write(run_dir/'environment.json') as f: f.write_text(json.dumps(environment(t), indent=1))
-    with oom_guard(t): t.fit()                            # out of memory in a step: a ResourceError naming what to lower
-    finish_run(t)
+    with contextlib.ExitStack() as held:
+        on_rank0(lambda: claim_run(run_dir, cfg.overwrite, ck is not None, lock=held))   # held until the run folder is complete
+        if ck is not None: t.load_state_dict(load_checkpoint(ck))
+        if t.is_main:
+            save_config(t.cfg, run_dir/'config.yaml')              # t.cfg: with batch_size=auto resolved
+            if t.tokenizer is not None: save_tokenizer(t.tokenizer, run_dir/'tokenizer.json')
+            with atomic_write(run_dir/'environment.json') as f: f.write_text(json.dumps(environment(t), indent=1))
+        try:
+            with oom_guard(t): t.fit()                        # out of memory in a step: a ResourceError naming what to lower
+        except Interrupted as e: e.run_dir = e.run_dir or run_dir; raise
+        if not t.interrupted: finish_run(t)                   # interrupted: the checkpoint is the run's state; it resumes
     return t
 
 # %% ../nbs/06_training.ipynb #f776ce7e
@@ -665,7 +829,7 @@ def finish_run(t: Trainer):
     import matplotlib.pyplot as plt
     hist, log = t.history, t.run_dir/'metrics.csv'
     if log.is_file():                                    # the whole run, also the part before a resume
-        with open(log, newline='') as f: hist = [{k: float(v) for k, v in r.items() if v} for r in csv.DictReader(f)]
+        hist = read_metrics(log)
     fig = plot_run(hist, t.run_dir/'loss.png', title=f"{t.run_dir.name}: best val {t.best_val:.4f}")
     plt.close(fig)
     if getattr(t, 'test_batches', None) is not None:    # image runs: the held-back test split, scored once

@@ -45,12 +45,12 @@ def session_clock(elapsed) -> np.ndarray:
     return out
 
 # %% ../nbs/08_analysis.ipynb #31c5caef
-SUMMARY = ['final_val_loss', 'best_val_loss', 'best_iter', 'final_train_loss', 'iters', 'tokens', 'tokens_per_s',
+SUMMARY = ['final_val_loss', 'best_val_loss', 'best_iter', 'final_val_bpb', 'best_val_bpb', 'final_train_loss', 'iters', 'tokens', 'tokens_per_s',
            'ms_per_iter', 'mfu', 'wall_s', 'skipped_steps']
 
 # %% ../nbs/08_analysis.ipynb #7da1c356
 def run_summary(run_dir) -> dict:
-    "The numbers of one run folder's `metrics.csv`: final and best validation loss, final train loss, iterations, tokens, median throughput, loop time."
+    "The numbers of one run folder's `metrics.csv`: final and best validation loss (and bits per byte, for text), final train loss, iterations, tokens, median throughput, loop time."
     out = dict.fromkeys(SUMMARY, np.nan)
     df = _read_metrics(run_dir)
     if df is None or df.empty: return out
@@ -59,6 +59,8 @@ def run_summary(run_dir) -> dict:
     if len(val):
         out.update(final_val_loss=float(val['val_loss'].iloc[-1]), best_val_loss=float(val['val_loss'].min()),
                    best_iter=int(val['iter'].iloc[int(np.argmin(val['val_loss'].to_numpy()))]))
+    bpb = df['val_bpb'].dropna() if 'val_bpb' in df else df.iloc[:0]    # bits per byte: the same scale for every tokenizer
+    if len(bpb): out.update(final_val_bpb=float(bpb.iloc[-1]), best_val_bpb=float(bpb.min()))
     tr = df.dropna(subset=['train_loss']) if 'train_loss' in df else df.iloc[:0]
     if len(tr):
         out['final_train_loss'] = float(tr['train_loss'].iloc[-1])
@@ -146,6 +148,9 @@ def _new_ax(ax, size=(7, 4)):
     import matplotlib.pyplot as plt
     return ax if ax is not None else plt.subplots(figsize=size)[1]
 
+# %% ../nbs/08_analysis.ipynb #b1a0c081
+_LABELS = {'val_bpb': 'validation bits per byte', 'train_loss': 'training loss (nats/token)', 'val_loss': 'validation loss (nats/token)'}
+
 # %% ../nbs/08_analysis.ipynb #01d8d460
 def plot_curves(runs='runs', metric=('train_loss', 'val_loss'), x='iter', hue='run', ax=None, logy=False):
     "Curves of `metric` (one name or several) against `x` ('iter', 'tokens' or 'elapsed_s'), coloured by `hue` (any column of `load_runs`)."
@@ -159,7 +164,7 @@ def plot_curves(runs='runs', metric=('train_loss', 'val_loss'), x='iter', hue='r
     sns.lineplot(data=m, x=x, y='value', hue=hue, style='metric' if len(metrics) > 1 else None, units='run',
                  estimator=None, ax=ax, palette='viridis' if hue != 'run' else None, legend='full')
     ax.set_xlabel({'iter': 'iteration', 'elapsed_s': 'seconds in the training loop'}.get(x, x))
-    ax.set_ylabel(metrics[0] if len(metrics) == 1 else 'loss (nats/token)' if all('loss' in k for k in metrics) else 'value')
+    ax.set_ylabel(_LABELS.get(metrics[0], metrics[0]) if len(metrics) == 1 else 'loss (nats/token)' if all('loss' in k for k in metrics) else 'value')
     if logy: ax.set_yscale('log')
     ax.grid(alpha=0.3)
     return ax
@@ -199,9 +204,9 @@ def plot_heatmap(runs, x, y, metric='best_val_loss', ax=None, fmt='.3f'):
 
 # %% ../nbs/08_analysis.ipynb #5f5398dc
 def best_config(runs='runs', metric='final_val_loss', **changes) -> TrainConfig:
-    "The config of the run with the lowest `metric` (runs from `load_runs`, a sweep's table or a folder), with `changes` applied."
+    "The config of the run with the lowest `metric` (`final_val_loss`, `final_val_bpb` across tokenizers, any numeric column of `load_runs`, a sweep's table or a folder), with `changes` applied."
     df = _runs_df(runs)
-    if metric not in df: raise DataError(f"No column {metric!r} in the runs; use one of {', '.join(c for c in df.columns if 'loss' in c)}")
+    if metric not in df: raise DataError(f"No column {metric!r} in the runs; use one of {', '.join(c for c in df.columns if 'loss' in c or 'bpb' in c)}")
     ok = df[pd.to_numeric(df[metric], errors='coerce').notna()]
     if ok.empty: raise DataError(f"No run has a {metric} yet; train or evaluate one first")
     path = Path(ok.loc[pd.to_numeric(ok[metric]).idxmin(), 'path'])

@@ -6,9 +6,8 @@
 from __future__ import annotations
 import sys, json
 from pathlib import Path
-import torch
 from fastcore.script import Param, anno_parser, store_true
-from .core import LLMTrainError, ConfigError, load_config, TrainConfig
+from .core import LLMTrainError, ConfigError, load_config, TrainConfig, precheck_memory
 
 # %% auto #0
 __all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'generate_cmd', 'eval_cmd', 'export_cmd', 'chat_cmd', 'serve_cmd', 'command',
@@ -19,13 +18,14 @@ def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
               resume: Param("run folder or checkpoint to continue from", str) = None,
               overrides: Param("key=value overrides of config fields", str, nargs='*', opt=False) = None):
     "Train a model and write runs/<name>/ (config, metrics.csv, checkpoint, weights, loss plot, sample or test scores)."
-    from llmtrain.training import train
     overrides = list(overrides or [])
     if resume is not None:
         rd = Path(resume); rd = rd if rd.is_dir() else rd.parent
         if config is None and (rd/'config.yaml').is_file(): config = rd/'config.yaml'
         overrides += [f'name={rd.name}', f'out_dir={rd.parent}']
     cfg = load_config(config, overrides)
+    precheck_memory(cfg)                     # a run that cannot fit ends here, before torch is imported (chapter 0)
+    from llmtrain.training import train
     t = train(cfg, resume=resume)
     if t.interrupted:                                  # Ctrl-C or SIGTERM: a checkpoint was written after the step
         import signal

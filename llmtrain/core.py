@@ -4,17 +4,18 @@
 
 # %% ../nbs/00_core.ipynb #e9ab7fdc
 from __future__ import annotations
-import os, sys, errno, math, random, shutil, difflib, dataclasses, tempfile, contextlib, typing
+import os, sys, json, errno, math, types, random, shutil, difflib, dataclasses, tempfile, contextlib, typing
 from dataclasses import dataclass, field, fields, asdict
 from pathlib import Path
-import numpy as np
-import torch
 import yaml
 
 # %% auto #0
-__all__ = ['LLMTrainError', 'ConfigError', 'DataError', 'CorpusNotFoundError', 'CheckpointError', 'DiskFullError', 'cache_dir',
-           'atomic_write', 'set_seed', 'TrainConfig', 'validate_config', 'parse_overrides', 'load_config',
-           'save_config']
+__all__ = ['OPTIMIZER_STATE_BYTES', 'LLMTrainError', 'ConfigError', 'DataError', 'CorpusNotFoundError', 'CheckpointError',
+           'DiskFullError', 'cache_dir', 'atomic_write', 'set_seed', 'TrainConfig', 'validate_config',
+           'parse_overrides', 'load_config', 'save_config', 'parse_bytes', 'cgroup_free', 'host_memory', 'cpu_has_bf16',
+           'act_bytes', 'optimizer_bytes', 'gpt_step_bytes', 'gpt_param_count', 'run_bytes', 'gpt_run_memory',
+           'plan_memory', 'ResourceError', 'memory_message', 'remember_vocab_size', 'known_vocab_size',
+           'precheck_memory']
 
 # %% ../nbs/00_core.ipynb #0cdcd7ad
 class LLMTrainError(Exception):
@@ -84,6 +85,7 @@ def _free(folder) -> str:
 # %% ../nbs/00_core.ipynb #cdcea1e2
 def set_seed(seed: int):
     "Seed Python, NumPy and PyTorch (CPU and CUDA) random number generators."
+    import numpy as np, torch                             # here, not above: the config, errors and memory check need neither
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -279,3 +281,284 @@ def load_config(path=None, overrides=(), **kwargs) -> TrainConfig:
 def save_config(cfg: TrainConfig, path):
     "Write `cfg` as YAML to `path` (atomically)."
     with atomic_write(path) as t: t.write_text(yaml.safe_dump(asdict(cfg), sort_keys=False))
+
+# %% ../nbs/00_core.ipynb #b1a0c003
+_UNITS = {'': 1, 'b': 1, 'k': 2**10, 'kb': 10**3, 'kib': 2**10, 'm': 2**20, 'mb': 10**6, 'mib': 2**20,
+          'g': 2**30, 'gb': 10**9, 'gib': 2**30, 't': 2**40, 'tb': 10**12, 'tib': 2**40}
+
+# %% ../nbs/00_core.ipynb #b1a0c004
+def parse_bytes(s) -> int:
+    "An amount of memory, `'6GB'`, `'6GiB'`, `'512MiB'` or a number of bytes, as an int."
+    import re
+    m = re.fullmatch(r'\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*', str(s))
+    if not m or m[2].lower() not in _UNITS:
+        raise ConfigError(f"{s!r} is not an amount of memory; write e.g. 6GB, 6GiB, 512MiB or a number of bytes")
+    return int(float(m[1]) * _UNITS[m[2].lower()])
+
+# %% ../nbs/00_core.ipynb #b1a0c005
+def _read_int(path):
+    try: v = Path(path).read_text().split()[0]
+    except (OSError, IndexError): return None
+    return int(v) if v.isdigit() else None
+
+# %% ../nbs/00_core.ipynb #b1a0c006
+def _reclaimable(stat_file, key) -> int:
+    "The page cache the kernel drops before it refuses memory (`inactive_file` of a cgroup's memory.stat)."
+    try: return next(int(l.split()[1]) for l in open(stat_file) if l.split()[0] == key)
+    except (OSError, StopIteration, ValueError, IndexError): return 0
+
+# %% ../nbs/00_core.ipynb #b1a0c007
+def cgroup_free(proc='/proc/self/cgroup', root='/sys/fs/cgroup') -> int | None:
+    "Bytes this process's control group can still take: cgroup v2 `memory.max` − `memory.current`, v1 `memory.limit_in_bytes` − `memory.usage_in_bytes` (less reclaimable page cache); None without a limit."
+    try: lines = Path(proc).read_text().splitlines()
+    except OSError: return None
+    root, free = Path(root), []
+    for line in lines:
+        _, ctrl, rel = line.split(':', 2)
+        rel = rel.lstrip('/')
+        if ctrl == '':                                           # v2: the unified hierarchy
+            for d in {root/rel, root}:
+                lim, cur = _read_int(d/'memory.max'), _read_int(d/'memory.current')    # 'max' (no limit) reads as None
+                if lim is not None and cur is not None: free.append(lim - cur + _reclaimable(d/'memory.stat', 'inactive_file'))
+        elif 'memory' in ctrl.split(','):                        # v1: the memory controller's own tree
+            for d in {root/'memory'/rel, root/'memory'}:
+                lim, cur = _read_int(d/'memory.limit_in_bytes'), _read_int(d/'memory.usage_in_bytes')
+                if lim is not None and cur is not None and lim < 2**60:          # v1 writes "no limit" as ~2**63
+                    free.append(lim - cur + _reclaimable(d/'memory.stat', 'total_inactive_file'))
+    return max(0, min(free)) if free else None
+
+# %% ../nbs/00_core.ipynb #b1a0c008
+def host_memory() -> int:
+    "Bytes the machine's memory can still give a run: `$LLMTRAIN_MEMORY_LIMIT` when set, else `MemAvailable`, or the control group's room when that is smaller (8 GiB when neither can be read)."
+    if os.environ.get('LLMTRAIN_MEMORY_LIMIT'): return parse_bytes(os.environ['LLMTRAIN_MEMORY_LIMIT'])
+    avail = None
+    try: avail = next(int(l.split()[1]) * 1024 for l in open('/proc/meminfo') if l.startswith('MemAvailable:'))
+    except (OSError, StopIteration, ValueError):
+        with contextlib.suppress(ValueError, OSError, AttributeError): avail = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    known = [v for v in (avail, cgroup_free()) if v is not None]
+    return min(known) if known else 8 * 2**30
+
+# %% ../nbs/00_core.ipynb #b1a0c009
+def cpu_has_bf16() -> bool:
+    "Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."
+    try: flags = Path('/proc/cpuinfo').read_text()
+    except OSError: return False
+    return any(f in flags for f in (' avx512_bf16', ' amx_bf16'))
+
+# %% ../nbs/00_core.ipynb #b1a0c010
+def _cpu_precisions(cfg) -> list:
+    "The precisions a CPU run may train in: `cfg.precision`, or for auto the policy's choice (on a CPU with native bf16, either)."
+    if cfg.precision != 'auto': return [cfg.precision]
+    return ['fp32', 'bf16'] if cpu_has_bf16() else ['fp32']
+
+# %% ../nbs/00_core.ipynb #b1a0c013
+def act_bytes(precision: str) -> int:
+    "Bytes per element of activations under `precision`."
+    if precision not in ('fp32', 'bf16', 'fp16'): raise ConfigError(f"precision={precision!r}: use fp32, bf16 or fp16")
+    return 4 if precision == 'fp32' else 2
+
+# %% ../nbs/00_core.ipynb #b1a0c014
+OPTIMIZER_STATE_BYTES = {'adamw': 8, 'adam': 8, 'adamw-scratch': 8, 'adam-scratch': 8, 'sgd': 4, 'momentum': 4, 'nesterov': 4, 'gd': 0}
+
+# %% ../nbs/00_core.ipynb #b1a0c015
+def _static(P, a, trainable=None) -> dict:
+    "Weights, gradients, AdamW's moments and autocast's low-precision weight copies for `P` parameters."
+    trainable = P if trainable is None else trainable
+    return dict(params=4 * P, grads=4 * trainable, optimizer=8 * trainable, weight_copies=0 if a == 4 else 2 * P)
+
+# %% ../nbs/00_core.ipynb #b1a0c016
+def optimizer_bytes(cfg, trainable: int, n_muon: int = 0) -> int:
+    "Bytes of `cfg.optimizer`'s state for `trainable` parameters; for Muon, one momentum buffer for the `n_muon` in hidden matrices and AdamW's two moments for the rest."
+    if cfg.optimizer == 'muon': return 4 * n_muon + 8 * (trainable - n_muon)
+    return trainable * (OPTIMIZER_STATE_BYTES[cfg.optimizer] if cfg.optimizer != 'sgd' or cfg.momentum > 0 else 0)
+
+# %% ../nbs/00_core.ipynb #b1a0c017
+def gpt_step_bytes(c, P: int, micro_batch: int, precision='bf16', matmul_attention=False) -> dict:
+    "Predicted bytes of a training step with AdamW of a GPT of shape `c` (a `GPTConfig`, or anything with its fields and `hidden`) and `P` parameters: static parts, activations and the peak; `matmul_attention`: attention keeps its T×T weights (bf16 on the CPU)."
+    a, C, V, L, T = act_bytes(precision), c.n_embd, c.vocab_size, c.n_layer, c.block_size
+    tokens = micro_batch * T
+    mlp = (2 if c.mlp == 'gelu' else 4) * a * c.hidden        # MLP hidden kept for the backward (SwiGLU: gate and up, silu, product)
+    llama = (2 * (4 + (a == 2)) * C if c.norm == 'rmsnorm' else 0) + (3 * a * C if c.pos_emb == 'rope' and a == 4 else 0)   # measured: RMSNorm's normalised copies, RoPE's rotated q, k
+    per_token = L * ((8 + 6 * a) * C + mlp + llama + (2 * C if c.dropout > 0 else 0)) + (4 + a) * C + 4 * V
+    saved = (a + (a + 1) * (c.dropout > 0)) if matmul_attention else 0   # bytes per T×T weight kept
+    m = dict(params=4 * P, grads=4 * P, optimizer=8 * P, weight_copies=0 if a == 4 else 2 * P,
+             activations=tokens * per_token, attention_weights=L * micro_batch * c.n_head * T * T * saved,
+             logits_grad=tokens * (4 + a) * V)
+    m['peak'] = sum(m.values())
+    return m
+
+# %% ../nbs/00_core.ipynb #b1a0c018
+def gpt_param_count(cfg, vocab_size: int, hidden: int) -> int:
+    "Parameters of the GPT `create_model` builds for `cfg` (a `TrainConfig`) with `vocab_size` tokens and an MLP `hidden` wide, counted from the shape alone."
+    C, H, kv = cfg.n_embd, cfg.n_head, cfg.n_kv_head or cfg.n_head
+    qkv = (H + 2 * kv) * (C // H)                             # q, k, v stacked
+    qkv_bias = next(b for b in (cfg.qkv_bias, cfg.attn_bias, cfg.bias) if b is not None)
+    proj_bias = cfg.bias if cfg.attn_bias is None else cfg.attn_bias
+    norm = C * (2 if cfg.norm == 'layernorm' and cfg.bias else 1)
+    up = hidden * (1 if cfg.mlp == 'gelu' else 2)             # SwiGLU's gate and up projections
+    block = 2 * norm + qkv * (C + qkv_bias) + C * (C + proj_bias) + up * C + hidden * C + cfg.bias * (up + C)
+    return vocab_size * C * (1 if cfg.tie_weights else 2) + (cfg.block_size * C if cfg.pos_emb == 'learned' else 0) + cfg.n_layer * block + norm
+
+# %% ../nbs/00_core.ipynb #b1a0c019
+_IMAGE_MODELS = ('seed_cnn', 'strong_cnn')                # = llmtrain.models.CNN_MODELS
+_MATMUL_ATTENTION_MAX_T = 512                             # = llmtrain.models.MATMUL_ATTENTION_MAX_T: bf16 CPU attention by matmuls, T×T weights kept
+
+# %% ../nbs/00_core.ipynb #b1a0c020
+def run_bytes(cfg, r: dict, micro_batch: int, world=1, image_shape=None) -> dict:
+    "Complete the bytes `r` of a step of `cfg`'s model on one of `world` processes: FSDP's shards and gathered block or DDP's gradient buckets, the batches held on the device, and the `peak`."
+    r, B = dict(r), micro_batch
+    if world > 1 and cfg.distributed == 'fsdp':                   # FSDP2: every process holds 1/world of the static state ...
+        for k in ('params', 'grads', 'optimizer', 'weight_copies'): r[k] = math.ceil(r[k] / world)
+        r['gathered'] = 2 * r['params'] * world // max(cfg.n_layer, 1)     # ... and one gathered block with its gradients
+    elif world > 1: r['ddp_buckets'] = r['grads']                  # DDP copies gradients into its all-reduce buckets
+    if cfg.model in _IMAGE_MODELS: r['data'] = cfg.grad_accum * B * 4 * math.prod(image_shape or (1, 28, 28))
+    else: r['data'] = (cfg.eval_iters * world + cfg.grad_accum) * B * (cfg.block_size + 1) * 8   # eval batches + a step's micro-batches, int64
+    r['peak'] = sum(r.values())
+    return r
+
+# %% ../nbs/00_core.ipynb #b1a0c021
+def gpt_run_memory(cfg, vocab_size: int, micro_batch=None, precision='fp32', world=1, matmul_attention=False) -> dict:
+    "Chapter 5's `model_memory` of a GPT run with a GELU MLP, from its shape alone: no model built, no torch."
+    if cfg.model != 'gpt' or cfg.mlp != 'gelu': raise ConfigError(f"gpt_run_memory counts GPTs with a GELU MLP, not model={cfg.model} mlp={cfg.mlp}; use llmtrain.resources.model_memory")
+    B, hidden = micro_batch or cfg.batch_size, 4 * cfg.n_embd
+    P = gpt_param_count(cfg, vocab_size, hidden)
+    shape = types.SimpleNamespace(**{k: getattr(cfg, k) for k in ('n_layer', 'n_head', 'n_embd', 'block_size', 'mlp', 'norm', 'pos_emb', 'dropout')},
+                                  vocab_size=vocab_size, hidden=hidden)
+    r = {k: v for k, v in gpt_step_bytes(shape, P, B, precision, matmul_attention).items() if k != 'peak'}
+    return run_bytes(cfg, r | _static(P, act_bytes(precision)) | dict(optimizer=optimizer_bytes(cfg, P)), B, world)
+
+# %% ../nbs/00_core.ipynb #b1a0c023
+def _divisor_at_most(n: int, limit: int) -> int:
+    "The largest divisor of `n` that is at most `limit` (0 when `limit` < 1)."
+    pairs = (x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d))   # O(√n), for huge batches too
+    return max((d for d in pairs if d <= limit), default=0)
+
+# %% ../nbs/00_core.ipynb #b1a0c024
+def _smaller_shapes(cfg, peak1, budget) -> list:
+    "Settings under which micro-batch 1 fits `budget`: bf16, fewer layers (width kept) or a narrower model (depth kept)."
+    out = []
+    if cfg.model in _IMAGE_MODELS: return out
+    if cfg.precision in ('auto', 'fp32') and peak1(dataclasses.replace(cfg, precision='bf16')) <= budget: out.append('precision=bf16')
+    if cfg.n_layer > 1:
+        one, two = peak1(dataclasses.replace(cfg, n_layer=1)), peak1(dataclasses.replace(cfg, n_layer=2))
+        L = int((budget - one) // max(two - one, 1)) + 1 if one <= budget else 0
+        if L >= 1: out.append(f'n_layer={min(L, cfg.n_layer - 1)}')
+    widths, C = [], cfg.n_embd // 2                              # halvings that still split into n_head heads
+    while C >= 1 and (cfg.model != 'gpt' or C % cfg.n_head == 0): widths.append(C); C //= 2
+    def fits(C):
+        try: return peak1(dataclasses.replace(cfg, n_embd=C)) <= budget
+        except ConfigError: return False                          # e.g. RoPE's head size became odd
+    lo, hi = 0, len(widths)                                       # bisect: the widest halving that fits (fitting is monotone)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(widths[mid]): hi = mid
+        else: lo = mid + 1
+    if lo < len(widths) and fits(widths[lo]): out.append(f'n_embd={widths[lo]}' + (f' n_head={cfg.n_head}' if cfg.model == 'gpt' else ''))
+    return out
+
+# %% ../nbs/00_core.ipynb #b1a0c025
+def plan_memory(cfg, memory, precisions, available: int, budget=None, device='cpu', world=1, vocab_size=None, image_shape=None, resident_bytes=0) -> dict:
+    "The memory plan of the run `cfg` describes (see chapter 5's `plan_run`) from `memory(c, micro_batch, precision)`, the bytes of a step of config `c`, `precisions(c)`, and the bytes `available` on `device` (the budget is 90% of them)."
+    cpu = str(device).split(':')[0] == 'cpu'
+    avail = available // int(os.environ.get('LOCAL_WORLD_SIZE', 1)) if cpu else available   # torchrun's processes on one machine share its memory
+    budget = int(0.9 * avail) if budget is None else budget
+    if not cpu: budget -= resident_bytes                          # on the CPU the data set is already in memory
+    precs = precisions(cfg)
+    lines = {p: [memory(cfg, k, p)['peak'] for k in (1, 2)] for p in precs}
+    def peak(b): return max(m1 + (b - 1) * (m2 - m1) for m1, m2 in lines.values())   # every term is linear in the micro-batch
+    def peak1(c): return max(memory(c, 1, p)['peak'] for p in precisions(c))
+    p1, per = peak(1), max(peak(2) - peak(1), 1)
+    largest = int((budget - (p1 - per)) // per) if p1 <= budget else 0
+    auto, unit = cfg.batch_size == 'auto', 1 if cfg.model in _IMAGE_MODELS else cfg.block_size
+    seqs = math.ceil(cfg.tokens_per_step / (unit * world)) if auto else cfg.batch_size * cfg.grad_accum   # per process and step
+    b = _divisor_at_most(seqs, largest) if auto else cfg.batch_size
+    plan = dict(device=str(device), precision=max(precs, key=lambda p: lines[p][0] + ((b or 1) - 1) * (lines[p][1] - lines[p][0])),
+                auto=auto, micro_batch=b, grad_accum=seqs // b if auto and b else cfg.grad_accum, sequences_per_step=seqs,
+                world=world, vocab_size=vocab_size, image_shape=image_shape, available=avail, budget=budget,
+                resident_bytes=0 if cpu else resident_bytes, largest_micro_batch=largest, min_peak=p1)
+    plan['peak'] = peak(b) if b else p1
+    plan['breakdown'] = memory(cfg, b or 1, plan['precision'])
+    plan['fits'] = bool(b) and plan['peak'] <= budget
+    plan['shapes'] = [] if largest else _smaller_shapes(cfg, peak1, budget)
+    return plan
+
+# %% ../nbs/00_core.ipynb #b1a0c026
+class ResourceError(LLMTrainError, MemoryError):
+    "A run does not fit in its device's memory: predicted before it allocates, or out of memory during a step; the message names the setting to lower."
+
+# %% ../nbs/00_core.ipynb #b1a0c027
+def _gib(n) -> str:
+    "Bytes for a message: MiB below a tenth of a GiB, GiB with two decimals up to 100, then whole GiB."
+    return f"{n / 2**20:.1f} MiB" if n < 2**30 / 10 else f"{n / 2**30:.2f} GiB" if n < 100 * 2**30 else f"{n / 2**30:,.0f} GiB"
+
+# %% ../nbs/00_core.ipynb #b1a0c028
+def memory_message(cfg, plan) -> str:
+    "One line on why the run described by `cfg` does not fit, as `plan_memory` (chapter 5's `plan_run`) found, and what would."
+    bd, b, k, seqs = plan['breakdown'], plan['micro_batch'] or 1, plan['grad_accum'], plan['sequences_per_step']
+    static = sum(bd.get(x, 0) for x in ('params', 'grads', 'optimizer', 'weight_copies', 'gathered', 'ddp_buckets'))
+    what = f"model={cfg.model} n_layer={cfg.n_layer} n_embd={cfg.n_embd}" if cfg.model not in _IMAGE_MODELS else f"model={cfg.model}"
+    head = (f"The run does not fit in memory: predicted peak {_gib(plan['peak'])} ({what}, micro-batch {b}, {plan['precision']}: "
+            f"weights, gradients and optimizer state {_gib(static)}, activations {_gib(plan['peak'] - static - bd['data'])}, batches {_gib(bd['data'])}"
+            f"{', plus the data set ' + _gib(plan['resident_bytes']) if plan['resident_bytes'] else ''}) "
+            f"against {_gib(plan['available'])} available on {plan['device']}{' (LLMTRAIN_MEMORY_LIMIT)' if os.environ.get('LLMTRAIN_MEMORY_LIMIT') else ''} "
+            f"(budget {_gib(plan['budget'])}). ")
+    L = plan['largest_micro_batch']
+    if L >= 1:
+        d = _divisor_at_most(seqs, L)
+        unit, what_ = (1, 'images') if cfg.model in _IMAGE_MODELS else (cfg.block_size, 'sequences')
+        fix = (f"use batch_size={d} grad_accum={seqs // d} (the same {seqs} {what_} per step)" if d * 2 > L else
+               f"use batch_size={L} grad_accum={math.ceil(seqs / L)} (about the same {seqs} {what_} per step)")
+        tail = (f"The largest micro-batch that fits is {L}: {fix}, or batch_size=auto tokens_per_step={seqs * unit * plan['world']}")
+    else:
+        alt = ', or '.join(plan['shapes']) or 'a smaller model'
+        tail = f"Even micro-batch 1 needs {_gib(plan['min_peak'])}; what fits: {alt}"
+    return head + tail + ("" if plan['auto'] else "; memory_check=warn or off runs it anyway")   # batch_size=auto cannot run anyway
+
+# %% ../nbs/00_core.ipynb #b1a0c030
+def _vocab_key(cfg) -> str | None:
+    "What fixes a text run's vocabulary: the corpus (a registered name, or a file or shard folder with its size and time), the tokenizer and its size; None for a folder or glob of text files, which can change unseen."
+    p = Path(str(cfg.corpus)).expanduser()
+    if p.is_file(): st = p.stat()
+    elif (p/'meta.json').is_file(): st = (p/'meta.json').stat()
+    elif p.exists() or any(ch in str(cfg.corpus) for ch in '*?['): return None
+    else: st = None                                                       # a registered corpus
+    sig = f"{st.st_size}:{st.st_mtime_ns}" if st else f"python{sys.version_info[0]}.{sys.version_info[1]}"   # pydoc's text comes with Python
+    return f"{cfg.corpus}|{sig}|{cfg.tokenizer}|{cfg.vocab_size}|{cfg.val_fraction}"
+
+# %% ../nbs/00_core.ipynb #b1a0c031
+def remember_vocab_size(cfg, vocab_size: int):
+    "Record in the data cache that `cfg`'s corpus and tokenizer give `vocab_size` tokens (for `precheck_memory`); a cache that cannot be written is skipped."
+    key = _vocab_key(cfg)
+    if key is None: return
+    with contextlib.suppress(OSError, ValueError):
+        path = cache_dir()/'vocab_sizes.json'
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        if known.get(key) == vocab_size: return
+        with atomic_write(path) as t: t.write_text(json.dumps(known | {key: vocab_size}, indent=1))
+
+# %% ../nbs/00_core.ipynb #b1a0c032
+def known_vocab_size(cfg) -> int | None:
+    "The vocabulary size a run with `cfg`'s corpus and tokenizer had, from the data cache (`remember_vocab_size`), or None."
+    key = _vocab_key(cfg)
+    with contextlib.suppress(OSError, ValueError):
+        if key is not None: return json.loads((cache_dir()/'vocab_sizes.json').read_text()).get(key)
+    return None
+
+# %% ../nbs/00_core.ipynb #b1a0c033
+def _surely_cpu(device: str) -> bool:
+    "Whether `device` is the CPU without asking torch: `cpu`, or `auto` on a machine that shows no GPU (no NVIDIA, ROCm or WSL GPU device node, not macOS)."
+    if device == 'cpu': return True
+    return device == 'auto' and sys.platform != 'darwin' and not any(os.path.exists(p) for p in ('/dev/nvidiactl', '/dev/nvidia0', '/dev/kfd', '/dev/dxg'))
+
+# %% ../nbs/00_core.ipynb #b1a0c034
+def precheck_memory(cfg):
+    "The memory planner's check of the run `cfg` before torch is imported: raise the `ResourceError` that chapter 5's `check_memory` would, where that is certain from the shape, the CPU's memory and a known vocabulary; otherwise return and leave the check to it."
+    if cfg.batch_size != 'auto' and cfg.memory_check != 'error': return
+    if (cfg.model != 'gpt' or cfg.mlp != 'gelu' or cfg.init_from or cfg.optimizer == 'muon' or cfg.precision == 'fp16'
+            or int(os.environ.get('WORLD_SIZE', 1)) > 1 or not _surely_cpu(cfg.device)): return
+    if any(getattr(cfg, f.name) != f.default for f in fields(cfg) if f.name.startswith(('lora', 'freeze', 'trainable'))): return   # frozen weights: counted by building the model
+    V = known_vocab_size(cfg)
+    if V is None: return
+    def memory(c, b, p): return gpt_run_memory(c, V, b, p, 1, matmul_attention=p == 'bf16' and c.block_size <= _MATMUL_ATTENTION_MAX_T)
+    plan = plan_memory(cfg, memory, _cpu_precisions, host_memory(), device='cpu', world=1, vocab_size=V)
+    if not (plan['micro_batch'] if plan['auto'] else plan['fits']): raise ResourceError(memory_message(cfg, plan))

@@ -8,17 +8,19 @@ import os, gc, time, math, json, copy, weakref, platform, contextlib, dataclasse
 from pathlib import Path
 import torch
 from .core import ConfigError, LLMTrainError, cache_dir, atomic_write
+from .core import (_UNITS, parse_bytes, _read_int, _reclaimable, cgroup_free, host_memory, cpu_has_bf16, _cpu_precisions,
+                           act_bytes, OPTIMIZER_STATE_BYTES, _static, optimizer_bytes, gpt_step_bytes, gpt_param_count, run_bytes,
+                           gpt_run_memory, _divisor_at_most, _smaller_shapes, plan_memory, ResourceError, _gib, memory_message)   # chapter 0: no torch
 from .optim import param_groups
 from .models import GPT, GPTConfig, RNNLM, RNNConfig, CNN_MODELS, create_model, num_params, uses_matmul_attention
 
 # %% auto #0
-__all__ = ['PRECISION_DTYPES', 'OPTIMIZER_STATE_BYTES', 'RNN_MEMORY', 'resolve_device', 'cpu_has_bf16', 'resolve_precision',
-           'autocast_ctx', 'time_step', 'choose_cpu_precision', 'act_bytes', 'gpt_memory', 'parse_bytes', 'cgroup_free',
-           'available_memory', 'device_budget', 'plan_batch', 'LiveTensorMemory', 'measure_model_peak',
-           'measure_step_peak', 'measure_step_rss', 'rnn_memory', 'cnn_memory', 'model_memory', 'planner_check',
-           'measure_matmul_flops', 'device_name', 'peak_flops', 'mfu', 'resource_report', 'dist_env', 'is_distributed',
-           'init_distributed', 'plan_run', 'ResourceError', 'memory_message', 'check_memory', 'confirm_plan',
-           'is_out_of_memory', 'oom_guard']
+__all__ = ['PRECISION_DTYPES', 'RNN_MEMORY', 'resolve_device', 'resolve_precision', 'autocast_ctx', 'time_step',
+           'choose_cpu_precision', 'gpt_memory', 'available_memory', 'device_budget', 'plan_batch', 'LiveTensorMemory',
+           'measure_model_peak', 'measure_step_peak', 'measure_step_rss', 'rnn_memory', 'cnn_memory', 'model_memory',
+           'planner_check', 'measure_matmul_flops', 'device_name', 'peak_flops', 'mfu', 'resource_report', 'dist_env',
+           'is_distributed', 'init_distributed', 'plan_run', 'check_memory', 'confirm_plan', 'is_out_of_memory',
+           'oom_guard']
 
 # %% ../nbs/05_resources.ipynb #3fcb5519
 def resolve_device(device='auto') -> torch.device:
@@ -34,13 +36,6 @@ def resolve_device(device='auto') -> torch.device:
     if d.type == 'mps' and not (getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available()):
         raise ConfigError("device='mps' but MPS is not available; use device=auto or device=cpu")
     return d
-
-# %% ../nbs/05_resources.ipynb #af9829fc
-def cpu_has_bf16() -> bool:
-    "Whether this CPU has native bf16 arithmetic (AVX512-BF16 or AMX)."
-    try: flags = Path('/proc/cpuinfo').read_text()
-    except OSError: return False
-    return any(f in flags for f in (' avx512_bf16', ' amx_bf16'))
 
 # %% ../nbs/05_resources.ipynb #3d715273
 def resolve_precision(precision, device) -> str:
@@ -86,86 +81,19 @@ def choose_cpu_precision(model, batch, device=torch.device('cpu'), margin=0.9) -
         t = {p: time_step(m, batch, p, device) for p in ('fp32', 'bf16')}
     return ('bf16' if t['bf16'] < margin * t['fp32'] else 'fp32'), t
 
-# %% ../nbs/05_resources.ipynb #89806774
-def act_bytes(precision: str) -> int:
-    "Bytes per element of activations under `precision`."
-    if precision not in ('fp32', 'bf16', 'fp16'): raise ConfigError(f"precision={precision!r}: use fp32, bf16 or fp16")
-    return 4 if precision == 'fp32' else 2
-
 # %% ../nbs/05_resources.ipynb #23787d5c
 def gpt_memory(c: GPTConfig, micro_batch: int, precision='bf16', device='cuda') -> dict:
-    "Predicted bytes of a GPT training step with AdamW on `device`: static parts, activations and the peak."
+    "Predicted bytes of a GPT training step with AdamW on `device`: static parts, activations and the peak (chapter 0's `gpt_step_bytes` for the parameters counted on the meta device)."
     with torch.device('meta'): P = sum(p.numel() for p in GPT(c).parameters())
-    a, C, V, L, T = act_bytes(precision), c.n_embd, c.vocab_size, c.n_layer, c.block_size
-    tokens = micro_batch * T
-    mlp = (2 if c.mlp == 'gelu' else 4) * a * c.hidden        # MLP hidden kept for the backward (SwiGLU: gate and up, silu, product)
-    llama = (2 * (4 + (a == 2)) * C if c.norm == 'rmsnorm' else 0) + (3 * a * C if c.pos_emb == 'rope' and a == 4 else 0)   # measured: RMSNorm's normalised copies, RoPE's rotated q, k
-    per_token = L * ((8 + 6 * a) * C + mlp + llama + (2 * C if c.dropout > 0 else 0)) + (4 + a) * C + 4 * V
-    saved = (a + (a + 1) * (c.dropout > 0)) if uses_matmul_attention(device, PRECISION_DTYPES[precision], T) else 0   # bytes per T×T weight kept
-    m = dict(params=4 * P, grads=4 * P, optimizer=8 * P, weight_copies=0 if a == 4 else 2 * P,
-             activations=tokens * per_token, attention_weights=L * micro_batch * c.n_head * T * T * saved,
-             logits_grad=tokens * (4 + a) * V)
-    m['peak'] = sum(m.values())
-    return m
-
-# %% ../nbs/05_resources.ipynb #85e065d1
-_UNITS = {'': 1, 'b': 1, 'k': 2**10, 'kb': 10**3, 'kib': 2**10, 'm': 2**20, 'mb': 10**6, 'mib': 2**20,
-          'g': 2**30, 'gb': 10**9, 'gib': 2**30, 't': 2**40, 'tb': 10**12, 'tib': 2**40}
-
-# %% ../nbs/05_resources.ipynb #49fa14fb
-def parse_bytes(s) -> int:
-    "An amount of memory, `'6GB'`, `'6GiB'`, `'512MiB'` or a number of bytes, as an int."
-    import re
-    m = re.fullmatch(r'\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*', str(s))
-    if not m or m[2].lower() not in _UNITS:
-        raise ConfigError(f"{s!r} is not an amount of memory; write e.g. 6GB, 6GiB, 512MiB or a number of bytes")
-    return int(float(m[1]) * _UNITS[m[2].lower()])
-
-# %% ../nbs/05_resources.ipynb #48c5b579
-def _read_int(path):
-    try: v = Path(path).read_text().split()[0]
-    except (OSError, IndexError): return None
-    return int(v) if v.isdigit() else None
-
-# %% ../nbs/05_resources.ipynb #e14f8431
-def _reclaimable(stat_file, key) -> int:
-    "The page cache the kernel drops before it refuses memory (`inactive_file` of a cgroup's memory.stat)."
-    try: return next(int(l.split()[1]) for l in open(stat_file) if l.split()[0] == key)
-    except (OSError, StopIteration, ValueError, IndexError): return 0
-
-# %% ../nbs/05_resources.ipynb #9b28e055
-def cgroup_free(proc='/proc/self/cgroup', root='/sys/fs/cgroup') -> int | None:
-    "Bytes this process's control group can still take: cgroup v2 `memory.max` − `memory.current`, v1 `memory.limit_in_bytes` − `memory.usage_in_bytes` (less reclaimable page cache); None without a limit."
-    try: lines = Path(proc).read_text().splitlines()
-    except OSError: return None
-    root, free = Path(root), []
-    for line in lines:
-        _, ctrl, rel = line.split(':', 2)
-        rel = rel.lstrip('/')
-        if ctrl == '':                                           # v2: the unified hierarchy
-            for d in {root/rel, root}:
-                lim, cur = _read_int(d/'memory.max'), _read_int(d/'memory.current')    # 'max' (no limit) reads as None
-                if lim is not None and cur is not None: free.append(lim - cur + _reclaimable(d/'memory.stat', 'inactive_file'))
-        elif 'memory' in ctrl.split(','):                        # v1: the memory controller's own tree
-            for d in {root/'memory'/rel, root/'memory'}:
-                lim, cur = _read_int(d/'memory.limit_in_bytes'), _read_int(d/'memory.usage_in_bytes')
-                if lim is not None and cur is not None and lim < 2**60:          # v1 writes "no limit" as ~2**63
-                    free.append(lim - cur + _reclaimable(d/'memory.stat', 'total_inactive_file'))
-    return max(0, min(free)) if free else None
+    return gpt_step_bytes(c, P, micro_batch, precision, uses_matmul_attention(device, PRECISION_DTYPES[precision], c.block_size))
 
 # %% ../nbs/05_resources.ipynb #6733d3d0
 def available_memory(device) -> int:
-    "Bytes `device` can still give a run: `$LLMTRAIN_MEMORY_LIMIT` when set; CUDA's free memory; MPS's recommended maximum less what it holds; on the CPU `MemAvailable`, or the control group's room when that is smaller."
+    "Bytes `device` can still give a run: `$LLMTRAIN_MEMORY_LIMIT` when set; CUDA's free memory; MPS's recommended maximum less what it holds; on the CPU `host_memory`: `MemAvailable`, or the control group's room when that is smaller."
     device = torch.device(device)
-    if os.environ.get('LLMTRAIN_MEMORY_LIMIT'): return parse_bytes(os.environ['LLMTRAIN_MEMORY_LIMIT'])
+    if os.environ.get('LLMTRAIN_MEMORY_LIMIT') or device.type not in ('cuda', 'mps'): return host_memory()
     if device.type == 'cuda': return torch.cuda.mem_get_info(device)[0]
-    if device.type == 'mps': return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
-    avail = None
-    try: avail = next(int(l.split()[1]) * 1024 for l in open('/proc/meminfo') if l.startswith('MemAvailable:'))
-    except (OSError, StopIteration, ValueError):
-        with contextlib.suppress(ValueError, OSError, AttributeError): avail = os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
-    known = [v for v in (avail, cgroup_free()) if v is not None]
-    return min(known) if known else 8 * 2**30
+    return int(torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory())
 
 # %% ../nbs/05_resources.ipynb #fe4a64e1
 def device_budget(device) -> int:
@@ -279,19 +207,10 @@ def measure_step_rss(c: GPTConfig, micro_batch: int, precision='fp32'):
     if r.returncode: raise LLMTrainError(f"measuring in a fresh process failed: {r.stderr[-500:]}")
     return int(r.stdout.split()[-1])
 
-# %% ../nbs/05_resources.ipynb #eb13eea6
-OPTIMIZER_STATE_BYTES = {'adamw': 8, 'adam': 8, 'adamw-scratch': 8, 'adam-scratch': 8, 'sgd': 4, 'momentum': 4, 'nesterov': 4, 'gd': 0}
-
 # %% ../nbs/05_resources.ipynb #e2293a18
 RNN_MEMORY = {  # activation bytes per token: per layer × width, per width, per vocabulary entry (fitted to CPU steps, bench/memory_cpu.py)
     ('rnn', 4): (4.1, 20.2, 11.2), ('rnn', 2): (2.5, 6.7, 10.5), ('lstm', 4): (53.6, 25.9, 11.1),
     ('lstm', 2): (31.1, 30.1, 9.7), ('gru', 4): (19.5, 46.5, 10.1), ('gru', 2): (9.7, 23.0, 9.7)}
-
-# %% ../nbs/05_resources.ipynb #ea971f57
-def _static(P, a, trainable=None) -> dict:
-    "Weights, gradients, AdamW's moments and autocast's low-precision weight copies for `P` parameters."
-    trainable = P if trainable is None else trainable
-    return dict(params=4 * P, grads=4 * trainable, optimizer=8 * trainable, weight_copies=0 if a == 4 else 2 * P)
 
 # %% ../nbs/05_resources.ipynb #4218f921
 def rnn_memory(c: RNNConfig, micro_batch: int, precision='fp32') -> dict:
@@ -370,22 +289,12 @@ def model_memory(cfg, vocab_size: int, image_shape=None, micro_batch=None, preci
             trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
             if isinstance(m, GPT): r = gpt_memory(m.config, B, precision, device)
             elif isinstance(m, RNNLM): r = rnn_memory(m.config, B, precision)
-            if c.optimizer == 'muon':           # Muon: one momentum buffer per hidden matrix; AdamW's two moments for the rest
-                n_muon = sum(p.numel() for g in param_groups(m, 0.0, muon=True) if g.get('muon') for p in g['params'])
-                state_bytes = 4 * n_muon + 8 * (trainable - n_muon)
+            n_muon = (sum(p.numel() for g in param_groups(m, 0.0, muon=True) if g.get('muon') for p in g['params'])   # Muon's hidden matrices
+                      if c.optimizer == 'muon' else 0)
         if c.model in CNN_MODELS: r = cnn_memory(c.model, vocab_size, image_shape or (1, 28, 28), B, precision, c.dropout)
         r = {k: v for k, v in r.items() if k != 'peak'} | _static(P, act_bytes(precision), trainable)
-        if c.optimizer != 'muon': state_bytes = trainable * (OPTIMIZER_STATE_BYTES[c.optimizer] if c.optimizer != 'sgd' or c.momentum > 0 else 0)
-        return r | dict(optimizer=state_bytes)
-    r = _linear_in_layers(one, cfg)
-    if world > 1 and cfg.distributed == 'fsdp':                   # FSDP2: every process holds 1/world of the static state ...
-        for k in ('params', 'grads', 'optimizer', 'weight_copies'): r[k] = math.ceil(r[k] / world)
-        r['gathered'] = 2 * r['params'] * world // max(cfg.n_layer, 1)     # ... and one gathered block with its gradients
-    elif world > 1: r['ddp_buckets'] = r['grads']                  # DDP copies gradients into its all-reduce buckets
-    if cfg.model in CNN_MODELS: r['data'] = cfg.grad_accum * B * 4 * math.prod(image_shape or (1, 28, 28))
-    else: r['data'] = (cfg.eval_iters * world + cfg.grad_accum) * B * (cfg.block_size + 1) * 8   # eval batches + a step's micro-batches, int64
-    r['peak'] = sum(r.values())
-    return r
+        return r | dict(optimizer=optimizer_bytes(c, trainable, n_muon))
+    return run_bytes(cfg, _linear_in_layers(one, cfg), B, world, image_shape)   # sharding, buckets, batches and the peak: chapter 0
 
 # %% ../nbs/05_resources.ipynb #bd88ca93
 def planner_check(cfg, vocab_size: int, image_shape=None, precision='fp32', device='cpu') -> dict:
@@ -494,99 +403,18 @@ def init_distributed(device: torch.device) -> torch.device:
 # %% ../nbs/05_resources.ipynb #2c1770d4
 def _plan_precisions(cfg, device) -> list:
     "The precisions a run may train in: `cfg.precision`, or for auto the policy's choice (on a CPU with native bf16, either)."
-    if cfg.precision != 'auto': return [cfg.precision]
-    if device.type == 'cpu': return ['fp32', 'bf16'] if cpu_has_bf16() else ['fp32']
+    if cfg.precision != 'auto' or device.type == 'cpu': return _cpu_precisions(cfg)
     return ['bf16' if device.type == 'cuda' and torch.cuda.is_bf16_supported(including_emulation=False) else
             ('fp16' if device.type == 'cuda' else 'fp32')]
 
-# %% ../nbs/05_resources.ipynb #ba1dbe8c
-def _divisor_at_most(n: int, limit: int) -> int:
-    "The largest divisor of `n` that is at most `limit` (0 when `limit` < 1)."
-    pairs = (x for d in range(1, math.isqrt(n) + 1) if n % d == 0 for x in (d, n // d))   # O(√n), for huge batches too
-    return max((d for d in pairs if d <= limit), default=0)
-
-# %% ../nbs/05_resources.ipynb #8e2ee268
-def _smaller_shapes(cfg, peak1, budget) -> list:
-    "Settings under which micro-batch 1 fits `budget`: bf16, fewer layers (width kept) or a narrower model (depth kept)."
-    out = []
-    if cfg.model in CNN_MODELS: return out
-    if cfg.precision in ('auto', 'fp32') and peak1(dataclasses.replace(cfg, precision='bf16')) <= budget: out.append('precision=bf16')
-    if cfg.n_layer > 1:
-        one, two = peak1(dataclasses.replace(cfg, n_layer=1)), peak1(dataclasses.replace(cfg, n_layer=2))
-        L = int((budget - one) // max(two - one, 1)) + 1 if one <= budget else 0
-        if L >= 1: out.append(f'n_layer={min(L, cfg.n_layer - 1)}')
-    widths, C = [], cfg.n_embd // 2                              # halvings that still split into n_head heads
-    while C >= 1 and (cfg.model != 'gpt' or C % cfg.n_head == 0): widths.append(C); C //= 2
-    def fits(C):
-        try: return peak1(dataclasses.replace(cfg, n_embd=C)) <= budget
-        except ConfigError: return False                          # e.g. RoPE's head size became odd
-    lo, hi = 0, len(widths)                                       # bisect: the widest halving that fits (fitting is monotone)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fits(widths[mid]): hi = mid
-        else: lo = mid + 1
-    if lo < len(widths) and fits(widths[lo]): out.append(f'n_embd={widths[lo]}' + (f' n_head={cfg.n_head}' if cfg.model == 'gpt' else ''))
-    return out
-
 # %% ../nbs/05_resources.ipynb #7628f59e
 def plan_run(cfg, vocab_size: int, image_shape=None, device=None, world=None, budget=None, resident_bytes=0) -> dict:
-    "The memory plan of the run `cfg` describes, before anything is allocated: the predicted peak at its micro-batch (or the one `batch_size=auto` picks for `tokens_per_step`), the budget, whether it fits, the largest micro-batch that does and the `grad_accum` that keeps the step's size. `resident_bytes`: a data set the run copies to an accelerator whole (image sets)."
+    "The memory plan of the run `cfg` describes, before anything is allocated: the predicted peak at its micro-batch (or the one `batch_size=auto` picks for `tokens_per_step`), the budget, whether it fits, the largest micro-batch that does and the `grad_accum` that keeps the step's size. `resident_bytes`: a data set the run copies to an accelerator whole (image sets). Chapter 0's `plan_memory`, with this device's memory and `model_memory`."
     device = torch.device(device) if device is not None else resolve_device(cfg.device)
     world = world or dist_env()[2]
-    avail = available_memory(device)
-    if device.type == 'cpu': avail //= int(os.environ.get('LOCAL_WORLD_SIZE', 1))   # torchrun's processes on one machine share its memory
-    budget = int(0.9 * avail) if budget is None else budget
-    if device.type != 'cpu': budget -= resident_bytes                # on the CPU the data set is already in memory
-    precs = _plan_precisions(cfg, device)
-    lines = {p: [model_memory(cfg, vocab_size, image_shape, k, p, device, world)['peak'] for k in (1, 2)] for p in precs}
-    def peak(b): return max(m1 + (b - 1) * (m2 - m1) for m1, m2 in lines.values())   # every term is linear in the micro-batch
-    def peak1(c): return max(model_memory(c, vocab_size, image_shape, 1, p, device, world)['peak'] for p in _plan_precisions(c, device))
-    p1, per = peak(1), max(peak(2) - peak(1), 1)
-    largest = int((budget - (p1 - per)) // per) if p1 <= budget else 0
-    auto, unit = cfg.batch_size == 'auto', 1 if cfg.model in CNN_MODELS else cfg.block_size
-    seqs = math.ceil(cfg.tokens_per_step / (unit * world)) if auto else cfg.batch_size * cfg.grad_accum   # per process and step
-    if auto: b = _divisor_at_most(seqs, largest)
-    else: b = cfg.batch_size
-    plan = dict(device=str(device), precision=max(precs, key=lambda p: lines[p][0] + ((b or 1) - 1) * (lines[p][1] - lines[p][0])),
-                auto=auto, micro_batch=b, grad_accum=seqs // b if auto and b else cfg.grad_accum, sequences_per_step=seqs,
-                world=world, vocab_size=vocab_size, image_shape=image_shape, available=avail, budget=budget, resident_bytes=resident_bytes if device.type != 'cpu' else 0, largest_micro_batch=largest, min_peak=p1)
-    plan['peak'] = peak(b) if b else p1
-    plan['breakdown'] = model_memory(cfg, vocab_size, image_shape, b or 1, plan['precision'], device, world)
-    plan['fits'] = bool(b) and plan['peak'] <= budget
-    plan['shapes'] = [] if largest else _smaller_shapes(cfg, peak1, budget)
-    return plan
-
-# %% ../nbs/05_resources.ipynb #a1af4c36
-class ResourceError(LLMTrainError, MemoryError):
-    "A run does not fit in its device's memory: predicted before it allocates, or out of memory during a step; the message names the setting to lower."
-
-# %% ../nbs/05_resources.ipynb #3362a23f
-def _gib(n) -> str:
-    "Bytes for a message: MiB below a tenth of a GiB, GiB with two decimals up to 100, then whole GiB."
-    return f"{n / 2**20:.1f} MiB" if n < 2**30 / 10 else f"{n / 2**30:.2f} GiB" if n < 100 * 2**30 else f"{n / 2**30:,.0f} GiB"
-
-# %% ../nbs/05_resources.ipynb #02b6f2b3
-def memory_message(cfg, plan) -> str:
-    "One line on why the run described by `cfg` does not fit, as `plan_run` found, and what would."
-    bd, b, k, seqs = plan['breakdown'], plan['micro_batch'] or 1, plan['grad_accum'], plan['sequences_per_step']
-    static = sum(bd.get(x, 0) for x in ('params', 'grads', 'optimizer', 'weight_copies', 'gathered', 'ddp_buckets'))
-    what = f"model={cfg.model} n_layer={cfg.n_layer} n_embd={cfg.n_embd}" if cfg.model not in CNN_MODELS else f"model={cfg.model}"
-    head = (f"The run does not fit in memory: predicted peak {_gib(plan['peak'])} ({what}, micro-batch {b}, {plan['precision']}: "
-            f"weights, gradients and optimizer state {_gib(static)}, activations {_gib(plan['peak'] - static - bd['data'])}, batches {_gib(bd['data'])}"
-            f"{', plus the data set ' + _gib(plan['resident_bytes']) if plan['resident_bytes'] else ''}) "
-            f"against {_gib(plan['available'])} available on {plan['device']}{' (LLMTRAIN_MEMORY_LIMIT)' if os.environ.get('LLMTRAIN_MEMORY_LIMIT') else ''} "
-            f"(budget {_gib(plan['budget'])}). ")
-    L = plan['largest_micro_batch']
-    if L >= 1:
-        d = _divisor_at_most(seqs, L)
-        unit, what_ = (1, 'images') if cfg.model in CNN_MODELS else (cfg.block_size, 'sequences')
-        fix = (f"use batch_size={d} grad_accum={seqs // d} (the same {seqs} {what_} per step)" if d * 2 > L else
-               f"use batch_size={L} grad_accum={math.ceil(seqs / L)} (about the same {seqs} {what_} per step)")
-        tail = (f"The largest micro-batch that fits is {L}: {fix}, or batch_size=auto tokens_per_step={seqs * unit * plan['world']}")
-    else:
-        alt = ', or '.join(plan['shapes']) or 'a smaller model'
-        tail = f"Even micro-batch 1 needs {_gib(plan['min_peak'])}; what fits: {alt}"
-    return head + tail + "; memory_check=warn or off runs it anyway"
+    def memory(c, b, p): return model_memory(c, vocab_size, image_shape, b, p, device, world)
+    return plan_memory(cfg, memory, lambda c: _plan_precisions(c, device), available_memory(device), budget, device, world,
+                       vocab_size, image_shape, resident_bytes)
 
 # %% ../nbs/05_resources.ipynb #743ab1b4
 def check_memory(cfg, vocab_size: int, image_shape=None, device=None, world=None, resident_bytes=0) -> tuple:
@@ -594,7 +422,7 @@ def check_memory(cfg, vocab_size: int, image_shape=None, device=None, world=None
     if cfg.memory_check == 'off' and cfg.batch_size != 'auto': return cfg, None
     plan = plan_run(cfg, vocab_size, image_shape, device, world, resident_bytes=resident_bytes)
     if plan['auto']:
-        if not plan['micro_batch']: raise ResourceError(memory_message(cfg, plan).replace('; memory_check=warn or off runs it anyway', ''))
+        if not plan['micro_batch']: raise ResourceError(memory_message(cfg, plan))
         choice = [plan['micro_batch'], plan['grad_accum']]
         if is_distributed(): dist.broadcast_object_list(choice, src=0)     # every process trains with rank 0's choice
         cfg = dataclasses.replace(cfg, batch_size=choice[0], grad_accum=choice[1])

@@ -749,6 +749,7 @@ def plot_run(history, path=None, title=None):
 # %% ../nbs/06_training.ipynb #e61acb2c
 def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
     "A `Trainer` for a language model on `cfg.corpus`: random windows (or shuffled epochs, `cfg.sampler`) for training, fixed ones for evaluation."
+    from llmtrain.core import remember_vocab_size
     rank, _, world = dist_env()
     plan = None
     if cfg.init_from:                                   # chapter 2b: a published model, trained on with its own tokenizer
@@ -756,6 +757,7 @@ def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
         model, data = init_from_pretrained(cfg)
     else:
         data = prepare_data(cfg)
+        remember_vocab_size(cfg, data.tokenizer.vocab_size)    # for the command line's memory check before torch (chapter 0)
         cfg, plan = check_memory(cfg, data.tokenizer.vocab_size, device=device)   # the memory planner (chapter 5), before the model and batches exist
         model = create_model(cfg, data.tokenizer.vocab_size)
     Sampler = SequentialWindows if cfg.sampler == 'sequential' else RandomWindows

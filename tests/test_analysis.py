@@ -33,6 +33,7 @@ def test_load_runs_and_load_metrics_on_real_run_folders(tmp_path):
         m = pd.read_csv(Path(r['path'])/'metrics.csv')
         assert r['final_val_loss'] == m['val_loss'].dropna().iloc[-1] and r['best_val_loss'] == m['val_loss'].min()
         assert r['final_train_loss'] == m['train_loss'].dropna().iloc[-1] and r['iters'] == m['iter'].max()
+        assert r['final_val_bpb'] == m['val_bpb'].dropna().iloc[-1] and r['best_val_bpb'] == m['val_bpb'].min() and 0 < r['final_val_bpb'] < 8
         assert r['tokens_per_s'] == m['tokens_per_s'].median()
         assert r['finished'] and r['env_precision'] == 'fp32' and r['env_device'] == 'cpu' and r['env_torch']
     b = df.set_index('run').loc['b']
@@ -56,5 +57,7 @@ def test_load_runs_and_load_metrics_on_real_run_folders(tmp_path):
     bc = best_config(df, max_iters=100)
     assert bc.max_iters == 100 and bc.name is None and bc.out_dir == 'runs'
     assert bc.n_embd == int(df.loc[df['final_val_loss'].idxmin(), 'n_embd'])
+    assert best_config(df, 'final_val_bpb').n_embd == int(df.loc[df['final_val_bpb'].idxmin(), 'n_embd'])   # one axis across tokenizers
+    assert plot_curves(df, 'val_bpb', x='tokens').get_ylabel() == 'validation bits per byte'
     with pytest.raises(DataError, match='train a run first'): load_runs(tmp_path/'nowhere')
     with pytest.raises(DataError, match="No column 'val'"): best_config(df, 'val')

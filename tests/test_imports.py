@@ -36,3 +36,11 @@ def test_no_import_cycles():
 def test_the_graph_sees_function_level_imports(tmp_path):
     assert 'generation' in import_graph()['training'] and 'core' in import_graph()['data']
     assert import_graph()['core'] == set()                       # the bottom layer imports no other module
+
+def test_the_config_errors_and_memory_check_load_without_torch():
+    "`llmtrain.core` and the CLI's module import neither torch nor NumPy: `llmtrain train` parses its config and checks its memory plan before paying for torch (chapter 0, `precheck_memory`)."
+    import subprocess, sys
+    code = ("import sys, llmtrain.core, llmtrain.cli; heavy = {'torch', 'numpy', 'pandas', 'transformers'} & set(sys.modules); "
+            "assert not heavy, heavy; print('ok')")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=LIB.parent)
+    assert r.returncode == 0 and r.stdout.strip() == 'ok', r.stderr[-1000:]

@@ -55,6 +55,43 @@ def test_runs_that_cannot_fit_stop_at_once(tmp_path, args, env, expect):
     rss, code = peak_rss_mb(args, env)
     assert code == 2 and rss < 1500, rss                           # torch's own import is ~300 MB; the crash it replaces took 1 GB to 24 GB
 
+def imported_modules(importtime_stderr: str) -> set:
+    "The modules a `python -X importtime` run imported, from its stderr."
+    return {l.rsplit('|', 1)[1].strip() for l in importtime_stderr.splitlines() if l.startswith('import time:') and '|' in l}
+
+@pytest.mark.parametrize('args,env,expect', CASES, ids=['batch', '48L-6GB', '200L'])
+def test_runs_that_cannot_fit_stop_before_torch_is_imported(tmp_path, args, env, expect):
+    "Once a text run has recorded its corpus's vocabulary, `llmtrain train` checks the plan before it imports torch: the same one line, in a fraction of a second."
+    from llmtrain.core import remember_vocab_size, precheck_memory
+    from llmtrain.data import prepare_data
+    cfg = load_config(overrides=args)
+    remember_vocab_size(cfg, prepare_data(cfg).tokenizer.vocab_size)           # what any earlier run on pydoc left in the cache
+    args = [*args, f'out_dir={tmp_path}', 'name=r']
+    p = subprocess.run([sys.executable, '-X', 'importtime', '-m', 'llmtrain.cli', 'train', *args], capture_output=True, text=True,
+                       env={**os.environ, **env}, timeout=120)
+    mods = imported_modules(p.stderr)
+    lines = [l for l in p.stderr.splitlines() if l.strip() and not l.startswith('import time:')]
+    assert p.returncode == 2 and len(lines) == 1 and expect in lines[0], p.stderr[-2000:]
+    assert {'llmtrain.core', 'yaml', 'fastcore.script'} <= mods                         # the parse really was seen (-m runs cli as __main__)
+    assert not {'torch', 'numpy', 'llmtrain.resources', 'llmtrain.training'} & mods, sorted(mods & {'torch', 'numpy', 'llmtrain.resources'})
+    code, err, seconds = run_measured(args, env)
+    assert code == 2 and err.strip().split(' against')[0] == lines[0].split(' against')[0] and seconds < 10, seconds   # ~0.2 s on an idle machine (torch's import alone is ~1 s)
+
+@pytest.mark.parametrize('args,env,expect', CASES, ids=['batch', '48L-6GB', '200L'])
+def test_the_check_before_torch_is_the_full_check(monkeypatch, args, env, expect):
+    "`precheck_memory` (no torch, the shape counted) raises the very message `check_memory` (meta-device models, the device's memory) raises."
+    from llmtrain.core import precheck_memory, remember_vocab_size
+    monkeypatch.setenv('LLMTRAIN_MEMORY_LIMIT', env.get('LLMTRAIN_MEMORY_LIMIT', '20GiB'))   # the same budget for both
+    for extra in ([], ['precision=fp32'], ['precision=bf16', 'dropout=0.1'], ['bias=true', 'tie_weights=false', 'n_kv_head=2'],
+                  ['pos_emb=rope', 'norm=rmsnorm', 'optimizer=sgd'], ['block_size=1024', 'precision=bf16']):
+        cfg = load_config(overrides=[*args, *extra], device='cpu')
+        remember_vocab_size(cfg, 103)
+        with pytest.raises(ResourceError) as full: resources.check_memory(cfg, 103, device='cpu')
+        with pytest.raises(ResourceError) as early: precheck_memory(cfg)
+        assert str(early.value) == str(full.value) and expect in str(early.value), (extra, str(early.value), str(full.value))
+    precheck_memory(load_config(overrides=args, device='cpu', mlp='swiglu'))      # not counted without torch: left to the full check
+    precheck_memory(load_config(overrides=args, device='cpu', corpus='a-corpus-no-run-has-seen'))   # vocabulary unknown: the same
+
 def test_the_guard_itself_takes_milliseconds(monkeypatch):
     monkeypatch.setenv('LLMTRAIN_MEMORY_LIMIT', '16GB')              # the same answer on any machine
     for kw in (dict(batch_size=100_000_000), dict(n_layer=200, n_embd=8192, n_head=64), dict(n_layer=48, n_embd=2048, n_head=16, pos_emb='rope', norm='rmsnorm', mlp='swiglu')):

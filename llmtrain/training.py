@@ -541,10 +541,23 @@ class RunLockedError(LLMTrainError, RuntimeError):
 # %% ../nbs/06_training.ipynb #c24a0023
 _HELD = {}           # the run folders whose lock this process holds: resolved path -> [open lock file, depth]
 
+# %% ../nbs/06_training.ipynb #c24b0004
+def _lock_file(f, unlock=False):
+    "Take (or with `unlock` release) the non-blocking exclusive lock of the open binary file `f`: `flock`, or on Windows (no `fcntl`) `msvcrt.locking` of one byte far past the holder's line, which stays readable. The kernel drops either when the process dies. Held elsewhere: `OSError`."
+    try: import fcntl
+    except ImportError: fcntl = None
+    if fcntl is not None:
+        if not unlock: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)     # closing the file releases it
+        return
+    import msvcrt                                    # Windows: untested here (the test machines are Linux)
+    f.seek(1 << 20)
+    try: msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK if unlock else msvcrt.LK_NBLCK, 1)
+    finally: f.seek(0)
+
 # %% ../nbs/06_training.ipynb #c24a0024
 @contextlib.contextmanager
 def run_lock(run_dir):
-    "Hold the exclusive writer's lock of `run_dir` (`flock` on `run_dir/.lock`, freed by the kernel when the process dies); re-entrant. Held elsewhere: `RunLockedError`."
+    "Hold the exclusive writer's lock of `run_dir` (`_lock_file` of `run_dir/.lock`, freed by the kernel when the process dies); re-entrant. Held elsewhere: `RunLockedError`."
     rd = Path(run_dir); rd.mkdir(parents=True, exist_ok=True)
     key = str(rd.resolve())
     if key in _HELD:
@@ -552,25 +565,23 @@ def run_lock(run_dir):
         try: yield rd
         finally: _HELD[key][1] -= 1
         return
-    try: import fcntl
-    except ImportError: yield rd; return                       # no POSIX file locks here
-    f = open(rd/'.lock', 'a+')
-    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    f = open(rd/'.lock', 'a+b')
+    try: _lock_file(f)
     except OSError as e:
-        f.seek(0); holder = f.read().strip(); f.close()
-        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK): raise
+        f.seek(0); holder = f.read().decode(errors='replace').strip(); f.close()
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK): raise
         try: h = json.loads(holder); who = f"pid {h['pid']} on {h['host']}, since {h['since']}"
         except (ValueError, KeyError, TypeError): who = "a process that is just starting"
         raise RunLockedError(f"{rd} is being written by another process ({who}): wait for it to end or stop it, "
                              "or train under another name=") from None
     f.seek(0); f.truncate()
-    f.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since=f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")) + '\n')
+    f.write((json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since=f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")) + '\n').encode())
     f.flush()
     _HELD[key] = [f, 1]
     try: yield rd
     finally:
         del _HELD[key]
-        with contextlib.suppress(OSError): f.truncate(0)
+        with contextlib.suppress(OSError): f.truncate(0); _lock_file(f, unlock=True)
         f.close()                                              # closing the file releases the lock
 
 # %% ../nbs/06_training.ipynb #c24a0025

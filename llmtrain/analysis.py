@@ -27,11 +27,13 @@ def _read_json(path) -> dict:
 
 # %% ../nbs/08_analysis.ipynb #372d9865
 def _read_metrics(run_dir):
-    "The run's metrics.csv as a DataFrame, or None."
+    "The run's metrics.csv as a DataFrame (pandas' dtypes), or None; a malformed row is skipped with a warning naming its line (`training.read_metrics`)."
+    from llmtrain.training import read_metrics
     p = Path(run_dir)/'metrics.csv'
     if not p.is_file(): return None
-    try: return pd.read_csv(p)
-    except pd.errors.EmptyDataError: return None
+    rows = read_metrics(p, raw=True)
+    with open(p, encoding='utf-8', errors='replace') as f: header = f.readline().rstrip('\r\n').split(',')
+    return pd.DataFrame(rows, columns=header).apply(pd.to_numeric) if header != [''] else None
 
 # %% ../nbs/08_analysis.ipynb #c7cdd495
 def session_clock(elapsed) -> np.ndarray:

@@ -338,12 +338,23 @@ def _error_text(e) -> str:
     if getattr(e, 'ename', None): return f"{e.ename}: {str(e.evalue)[:500]} (raised in the notebook)"     # papermill
     return f"{type(e).__name__}: {str(e)[:500]}"
 
+# %% ../nbs/08b_sweeps.ipynb #c24b0003
+def _clear_trial_dir(trial_dir: Path) -> list:
+    "Empty the run folders that an earlier attempt of a notebook trial left in the trial's own folder, each under its writer's lock (`claim_run(overwrite=True)`); returns them."
+    import contextlib
+    from llmtrain.training import claim_run
+    runs = [d for d in run_folders(trial_dir) if d != trial_dir] if trial_dir.is_dir() else []
+    with contextlib.ExitStack() as held:
+        for d in runs: claim_run(d, overwrite=True, lock=held)   # RunLockedError while the earlier attempt still writes there
+    return runs
+
 # %% ../nbs/08b_sweeps.ipynb #336ccb1b
 def _run_notebook(notebook, params: dict, trial_dir: Path) -> tuple:
-    "Execute the trial's notebook with papermill into `<trial_dir>.ipynb`; returns (the run folder it wrote under out_dir, the report)."
+    "Execute the trial's notebook with papermill into `<trial_dir>.ipynb` (a retry empties the run folders of the attempt before); returns (the run folder it wrote under out_dir, the report)."
     import papermill as pm
     nb, report = Path(notebook), trial_dir.with_suffix('.ipynb')
     trial_dir.mkdir(parents=True, exist_ok=True)
+    _clear_trial_dir(trial_dir)                          # a retry: a notebook that trains a fixed name= starts over
     pm.execute_notebook(str(nb), str(report), parameters={**params, 'out_dir': str(trial_dir.resolve())},
                         cwd=str(nb.parent), progress_bar=False, log_output=False)
     runs = [d for d in run_folders(trial_dir) if d != trial_dir]

@@ -461,12 +461,14 @@ def model_state(self: Trainer) -> dict:
 def state_dict(self: Trainer) -> dict:
     "Everything needed to resume exactly (full, unsharded state: it resumes on any number of processes)."
     opt = self.opt.state_dict()
+    sums = self._loss_sum.detach()[None]                 # the open log window's loss sum of every process (a gather under torchrun)
+    if self.world > 1: sums = [torch.zeros_like(self._loss_sum) for _ in range(self.world)]; dist.all_gather(sums, self._loss_sum.detach()); sums = torch.stack(sums)
     if self.fsdp: opt['state'] = {i: {k: _full(v).cpu() if torch.is_tensor(v) else v for k, v in st.items()}
                                   for i, st in opt['state'].items()}
     return {'model': self.model_state(), 'optimizer': opt, 'scaler': self.scaler.state_dict(),
             'iter': self.iter, 'tokens_seen': self.tokens_seen, 'best_val': self.best_val, 'precision': self.precision,
             'sampler': self.train_batches.state_dict(), 'rng': rng_state(), 'config': asdict(self.cfg),
-            'world_size': self.world, 'log_window': {'start': self._log_start, 'loss_sum': self._loss_sum.detach().cpu()},
+            'world_size': self.world, 'log_window': {'start': self._log_start, 'loss_sum': sums.mean().cpu(), 'loss_sums': sums.cpu()},
             'elapsed_s': self.elapsed()}
 
 # %% ../nbs/06_training.ipynb #db0daff2
@@ -506,7 +508,9 @@ def load_state_dict(self: Trainer, s: dict):
     self.train_batches.load_state_dict(s['sampler'])
     set_rng_state(s['rng'])
     w = s.get('log_window') or {'start': self.iter, 'loss_sum': torch.zeros(())}     # older checkpoints: a fresh window
-    self._log_start, self._loss_sum = w['start'], w['loss_sum'].to(self.device)
+    sums = w.get('loss_sums')                                 # the same world size: each process its own sum, bit for bit; else the mean
+    self._log_start = w['start']
+    self._loss_sum = (sums[self.rank] if sums is not None and len(sums) == self.world else w['loss_sum']).to(self.device)
     self._elapsed = float(s.get('elapsed_s', 0.0))            # older checkpoints: the clock restarts (analysis.session_clock joins it)
 
 # %% ../nbs/06_training.ipynb #bd77cf2f
@@ -541,10 +545,23 @@ class RunLockedError(LLMTrainError, RuntimeError):
 # %% ../nbs/06_training.ipynb #c24a0023
 _HELD = {}           # the run folders whose lock this process holds: resolved path -> [open lock file, depth]
 
+# %% ../nbs/06_training.ipynb #c24b0004
+def _lock_file(f, unlock=False):
+    "Take (or with `unlock` release) the non-blocking exclusive lock of the open binary file `f`: `flock`, or on Windows (no `fcntl`) `msvcrt.locking` of one byte far past the holder's line, which stays readable. The kernel drops either when the process dies. Held elsewhere: `OSError`."
+    try: import fcntl
+    except ImportError: fcntl = None
+    if fcntl is not None:
+        if not unlock: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)     # closing the file releases it
+        return
+    import msvcrt                                    # Windows: untested here (the test machines are Linux)
+    f.seek(1 << 20)
+    try: msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK if unlock else msvcrt.LK_NBLCK, 1)
+    finally: f.seek(0)
+
 # %% ../nbs/06_training.ipynb #c24a0024
 @contextlib.contextmanager
 def run_lock(run_dir):
-    "Hold the exclusive writer's lock of `run_dir` (`flock` on `run_dir/.lock`, freed by the kernel when the process dies); re-entrant. Held elsewhere: `RunLockedError`."
+    "Hold the exclusive writer's lock of `run_dir` (`_lock_file` of `run_dir/.lock`, freed by the kernel when the process dies); re-entrant. Held elsewhere: `RunLockedError`."
     rd = Path(run_dir); rd.mkdir(parents=True, exist_ok=True)
     key = str(rd.resolve())
     if key in _HELD:
@@ -552,25 +569,23 @@ def run_lock(run_dir):
         try: yield rd
         finally: _HELD[key][1] -= 1
         return
-    try: import fcntl
-    except ImportError: yield rd; return                       # no POSIX file locks here
-    f = open(rd/'.lock', 'a+')
-    try: fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    f = open(rd/'.lock', 'a+b')
+    try: _lock_file(f)
     except OSError as e:
-        f.seek(0); holder = f.read().strip(); f.close()
-        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK): raise
+        f.seek(0); holder = f.read().decode(errors='replace').strip(); f.close()
+        if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK, errno.EDEADLK): raise
         try: h = json.loads(holder); who = f"pid {h['pid']} on {h['host']}, since {h['since']}"
         except (ValueError, KeyError, TypeError): who = "a process that is just starting"
         raise RunLockedError(f"{rd} is being written by another process ({who}): wait for it to end or stop it, "
                              "or train under another name=") from None
     f.seek(0); f.truncate()
-    f.write(json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since=f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")) + '\n')
+    f.write((json.dumps(dict(pid=os.getpid(), host=socket.gethostname(), since=f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S}")) + '\n').encode())
     f.flush()
     _HELD[key] = [f, 1]
     try: yield rd
     finally:
         del _HELD[key]
-        with contextlib.suppress(OSError): f.truncate(0)
+        with contextlib.suppress(OSError): f.truncate(0); _lock_file(f, unlock=True)
         f.close()                                              # closing the file releases the lock
 
 # %% ../nbs/06_training.ipynb #c24a0025
@@ -624,7 +639,7 @@ def claim_run(run_dir, overwrite=False, resume=False, lock=None):
 def fit(self: Trainer):
     "Train from the current iteration to `cfg.max_iters`, logging, evaluating and checkpointing on schedule; a SIGINT or SIGTERM stops it after the current step, with a checkpoint (`interrupted`)."
     cfg = self.cfg
-    self.interrupted = self._stop_signal = None
+    self.interrupted = self._stop_signal = self._stop_work = None
     with contextlib.ExitStack() as held:
         if self.run_dir is not None:                 # the writer's lock of the run folder (rank 0), unless `train` holds it already
             on_rank0(lambda: held.enter_context(run_lock(self.run_dir)))
@@ -664,6 +679,7 @@ def fit(self: Trainer):
                     self.interrupted = signal.Signals(self._stop_signal).name
                     self._cb('on_interrupt'); break
         finally:
+            if self._stop_work is not None: self._stop_work.wait(); self._stop_work = None   # the last step's stop flags
             self._elapsed, self._t0 = self.elapsed(), None
             self._cb('on_fit_end')
     if self.world > 1: dist.barrier()
@@ -700,13 +716,15 @@ def stop_signals(trainer, signals=(signal.SIGINT, signal.SIGTERM)):
 # %% ../nbs/06_training.ipynb #c24a0013
 @patch
 def _stop_requested(self: Trainer) -> bool:
-    "Whether a signal asked `fit` to stop: read on the host after each step; under torchrun agreed by all processes at log steps."
+    "Whether a signal asked `fit` to stop: read on the host after each step; under torchrun agreed by all processes one step later, through an all-reduce of one integer on a CPU (gloo) group that runs during the step: no device sync."
     if self.world == 1: return self._stop_signal is not None
-    if not self.log_due(): return False
-    flag = torch.tensor(self._stop_signal or 0, device=self.device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)              # one integer, at log steps only
-    self._stop_signal = int(flag.item()) or None
-    return self._stop_signal is not None
+    if getattr(self, '_stop_group', None) is None: self._stop_group = dist.new_group(backend='gloo')   # every process, at its first step
+    agreed = 0
+    if self._stop_work is not None: self._stop_work.wait(); agreed = int(self._stop_flag.item())   # every process's flag after the step before
+    if agreed: self._stop_signal, self._stop_work = agreed, None; return True
+    self._stop_flag = torch.tensor(self._stop_signal or 0)
+    self._stop_work = dist.all_reduce(self._stop_flag, op=dist.ReduceOp.MAX, group=self._stop_group, async_op=True)
+    return False
 
 # %% ../nbs/06_training.ipynb #b78354ee
 def environment(trainer=None) -> dict:

@@ -60,14 +60,16 @@ def _one_token(model, tok, cache):
     return model(tok, cache=cache)[0][:, -1]
 
 # %% ../nbs/09a_generation.ipynb #d3c0a002
-_COMPILED, _STATIC = {}, weakref.WeakKeyDictionary()     # compiled one-token steps by mode; each model's static caches
+_COMPILED, _STATIC = {}, weakref.WeakKeyDictionary()     # compiled one-token steps by device type; each model's static caches
 
 # %% ../nbs/09a_generation.ipynb #d3c0a003
 def decode_step(device) -> typing.Callable:
-    "The one-token step `(model, tok, cache) -> logits` compiled once per process for `device`: captured as CUDA graphs on a GPU (`mode='reduce-overhead'`), Inductor's fused kernels elsewhere."
-    mode = 'reduce-overhead' if torch.device(device).type == 'cuda' else 'default'
-    if mode not in _COMPILED: _COMPILED[mode] = torch.compile(_one_token, mode=mode, fullgraph=True, dynamic=False)
-    return _COMPILED[mode]
+    "The one-token step `(model, tok, cache) -> logits` compiled once per process for `device`: captured as CUDA graphs on a GPU (`mode='reduce-overhead'`), elsewhere Inductor's fused C++ kernels called from a C++ wrapper (`cpp_wrapper`: no Python between them)."
+    kind = torch.device(device).type
+    if kind not in _COMPILED:
+        how = dict(mode='reduce-overhead') if kind == 'cuda' else dict(options={'cpp_wrapper': True}) if kind == 'cpu' else {}
+        _COMPILED[kind] = torch.compile(_one_token, fullgraph=True, dynamic=False, **how)
+    return _COMPILED[kind]
 
 # %% ../nbs/09a_generation.ipynb #d3c0a004
 def static_cache(model, batch: int) -> KVCache:

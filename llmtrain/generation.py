@@ -73,7 +73,7 @@ def decode_step(device) -> typing.Callable:
 
 # %% ../nbs/09a_generation.ipynb #d3c0a004
 def static_cache(model, batch: int) -> KVCache:
-    "An empty static `KVCache` of GPT `model` for `batch` rows, allocated once and reused: its tensors (one per layer) and its position tensor keep their addresses, as compiled steps and CUDA graphs need."
+    "An empty static `KVCache` of GPT `model` for `batch` rows, allocated once and reused: its tensors (one per layer) and its position tensor keep their addresses, as compiled steps and CUDA graphs need (so one compiled generation at a time per model and batch size)."
     p, c = next(model.parameters()), model.config
     pool, key = _STATIC.setdefault(model, {}), (batch, str(p.device), p.dtype)
     if key not in pool:

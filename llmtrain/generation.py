@@ -4,16 +4,16 @@
 
 # %% ../nbs/09a_generation.ipynb #99f92396
 from __future__ import annotations
-import codecs, time, typing
+import codecs, time, typing, weakref
 import torch
 import torch.nn.functional as F
 from .core import ConfigError
 from .models import KVCache, RNNState
 
 # %% auto #0
-__all__ = ['top_k_filter', 'top_p_filter', 'filter_logits', 'sample_token', 'next_logits_fn', 'token_stream', 'generate_ids',
-           'cache_logit_error', 'decode_speed', 'generate_stream', 'generate_text', 'StopText', 'sample_stats',
-           'generation_panel']
+__all__ = ['top_k_filter', 'top_p_filter', 'filter_logits', 'sample_token', 'decode_step', 'static_cache', 'next_logits_fn',
+           'token_stream', 'generate_ids', 'cache_logit_error', 'decode_speed', 'generate_stream', 'generate_text',
+           'StopText', 'sample_stats', 'generation_panel']
 
 # %% ../nbs/09a_generation.ipynb #0d29428c
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -39,7 +39,7 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None) -> torch.Tens
     "Float logits `(..., V)` divided by `temperature` and filtered by `top_k`, then `top_p` (None: no filter)."
     if temperature is None or temperature < 0: raise ConfigError(f"temperature={temperature!r} must be >= 0 (0: greedy)")
     logits = logits.float()
-    if temperature > 0: logits = logits / temperature
+    if temperature > 0 and temperature != 1: logits = logits / temperature
     if top_k is not None: logits = top_k_filter(logits, top_k)
     if top_p is not None: logits = top_p_filter(logits, top_p)
     return logits
@@ -54,58 +54,109 @@ def sample_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None
 # %% ../nbs/09a_generation.ipynb #48872763
 def _is_recurrent(model) -> bool: return bool(getattr(model, 'recurrent', False))
 
+# %% ../nbs/09a_generation.ipynb #d3c0a001
+def _one_token(model, tok, cache):
+    "Next-token logits `(B, V)` of `model` after one new token a row, `tok` `(B, 1)`, through `cache`: the step `decode_step` compiles."
+    return model(tok, cache=cache)[0][:, -1]
+
+# %% ../nbs/09a_generation.ipynb #d3c0a002
+_COMPILED, _STATIC = {}, weakref.WeakKeyDictionary()     # compiled one-token steps by device type; each model's static caches
+
+# %% ../nbs/09a_generation.ipynb #d3c0a003
+def decode_step(device) -> typing.Callable:
+    "The one-token step `(model, tok, cache) -> logits` compiled once per process for `device`: captured as CUDA graphs on a GPU (`mode='reduce-overhead'`), elsewhere Inductor's fused C++ kernels called from a C++ wrapper (`cpp_wrapper`: no Python between them)."
+    kind = torch.device(device).type
+    if kind not in _COMPILED:
+        how = dict(mode='reduce-overhead') if kind == 'cuda' else dict(options={'cpp_wrapper': True}) if kind == 'cpu' else {}
+        _COMPILED[kind] = torch.compile(_one_token, fullgraph=True, dynamic=False, **how)
+    return _COMPILED[kind]
+
+# %% ../nbs/09a_generation.ipynb #d3c0a004
+def static_cache(model, batch: int) -> KVCache:
+    "An empty static `KVCache` of GPT `model` for `batch` rows, allocated once and reused: its tensors (one per layer) and its position tensor keep their addresses, as compiled steps and CUDA graphs need (so one compiled generation at a time per model and batch size)."
+    p, c = next(model.parameters()), model.config
+    pool, key = _STATIC.setdefault(model, {}), (batch, str(p.device), p.dtype)
+    if key not in pool:
+        cache = pool[key] = KVCache(c.n_layer, c.block_size, static=True)
+        shape = (batch, c.kv_heads, c.block_size, c.head_dim)
+        cache.k, cache.v = ([p.new_zeros(shape) for _ in range(c.n_layer)] for _ in 'kv')
+        cache.pos = torch.zeros(batch, dtype=torch.long, device=p.device)
+        for t in (*cache.k, *cache.v, cache.pos): torch._dynamo.mark_static_address(t)
+    pool[key].reset()
+    return pool[key]
+
 # %% ../nbs/09a_generation.ipynb #a22ca605
 @torch.no_grad()
-def next_logits_fn(model, use_cache=True):
-    "A function `step(idx) -> logits (B, V)` of the next token after the context `idx` `(B, T)`, called once per new token."
+def next_logits_fn(model, use_cache=True, compile=False):
+    "A function `step(idx) -> logits (B, V)` of the next token after the context `idx` `(B, T)`, called once per new token; `compile`: the one-token steps run through `decode_step` on a `static_cache` (prefills stay eager)."
     block = getattr(getattr(model, 'config', None), 'block_size', None)
     recurrent = _is_recurrent(model)
+    if compile and (recurrent or not use_cache):
+        raise ConfigError("compile=True compiles the one-token step through a static KV cache: use it with a GPT and use_cache=True")
     if not use_cache:
         def step(idx): return model(idx if recurrent or block is None else idx[:, -block:])[0][:, -1]
         return step
-    state = {'cache': None, 'len': 0}                   # tokens of idx already in the cache
+    fast = decode_step(next(model.parameters()).device) if compile else None
+    state = {'cache': None, 'len': 0, 'n': 0}          # tokens of idx already seen; positions the cache holds (a host int: no sync)
+    def run(x, c):
+        state['n'] += x.size(1)
+        if fast is None or x.size(1) > 1 or state['n'] == 1: return model(x, cache=c)[0][:, -1]
+        if 'tok' not in state: state['tok'] = x.new_empty(x.shape)   # one input buffer: the same strides and address every step
+        state['tok'].copy_(x)
+        if x.device.type == 'cuda': torch.compiler.cudagraph_mark_step_begin()   # the last step's outputs are consumed
+        return fast(model, state['tok'], c)
     def step(idx):
         c = state['cache']
         if recurrent:
             if c is None: c = state['cache'] = RNNState()
-            logits = model(idx[:, state['len']:], cache=c)[0]
+            logits = model(idx[:, state['len']:], cache=c)[0][:, -1]
         else:
-            if c is None or idx.size(1) < state['len']: c = state['cache'] = KVCache(model.config.n_layer, block); c.reset(); state['len'] = 0
+            if c is None or idx.size(1) < state['len']:
+                c = state['cache'] = static_cache(model, idx.size(0)) if compile else KVCache(model.config.n_layer, block)
+                c.reset(); state['len'] = state['n'] = 0
             new = idx.size(1) - state['len']
-            if c.pos + new > block:                      # full: slide the window, refill from the last half block
-                c.reset(); logits = model(idx[:, -max(block // 2, 1):], cache=c)[0]
-            elif state['len'] == 0: logits = model(idx[:, -block:], cache=c)[0]
-            else: logits = model(idx[:, state['len']:], cache=c)[0]
+            if state['n'] + new > block:                 # full: slide the window, refill from the last half block
+                c.reset(); state['n'] = 0; logits = run(idx[:, -max(block // 2, 1):], c)
+            elif state['len'] == 0: logits = run(idx[:, -block:], c)
+            else: logits = run(idx[:, state['len']:], c)
         state['len'] = idx.size(1)
-        return logits[:, -1]
+        return logits
     return step
 
 # %% ../nbs/09a_generation.ipynb #063c3793
 @torch.no_grad()
 def token_stream(model, idx, max_new_tokens=256, temperature=1.0, top_k=None, top_p=None, generator=None,
-                 use_cache=True, eos=None) -> typing.Iterator[torch.Tensor]:
-    "Yield each new token `(B, 1)` after the context `idx` `(B, T)`, up to `max_new_tokens` or until every row has produced `eos` (an id or ids; a finished row repeats it); the model is put in eval mode."
+                 use_cache=True, eos=None, compile=False, stop_every=None) -> typing.Iterator[torch.Tensor]:
+    "Yield each new token `(B, 1)` after the context `idx` `(B, T)`, up to `max_new_tokens` or until every row has produced `eos` (an id or ids; a finished row repeats it), checked every `stop_every` steps (default: every step on a CPU, every 16 on a GPU, where a check waits for the device); the model is put in eval mode; `compile`: see `next_logits_fn`."
     if idx.dim() != 2 or idx.size(1) == 0:
         raise ConfigError(f"the context must be a (batch, time) tensor with at least one token, got shape {tuple(idx.shape)}; "
                           "encode a non-empty prompt (e.g. '\\n')")
     model.eval()
-    step = next_logits_fn(model, use_cache)
+    step = next_logits_fn(model, use_cache, compile)
     eos = None if eos is None else torch.tensor([eos] if isinstance(eos, int) else list(eos), device=idx.device)
+    every = stop_every or (1 if idx.device.type == 'cpu' else 16)
     done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
-    for _ in range(max_new_tokens):
+    for i in range(max_new_tokens):
         nxt = sample_token(step(idx), temperature, top_k, top_p, generator)
         if eos is not None:
             nxt = torch.where(done, eos[0], nxt)
             done = done | torch.isin(nxt, eos)
         idx = torch.cat([idx, nxt], dim=1)
         yield nxt
-        if eos is not None and bool(done.all()): return
+        if eos is not None and (i + 1) % every == 0 and bool(done.all()): return
+
+# %% ../nbs/09a_generation.ipynb #d3c0a005
+def _until_done(new: torch.Tensor, eos) -> int:
+    "How many of the generated steps `new` `(B, N)` to keep: up to the one where the last row produced one of `eos` (all N if some row never did)."
+    hit = torch.isin(new, torch.tensor([eos] if isinstance(eos, int) else list(eos), device=new.device))
+    return int(hit.int().argmax(1).max()) + 1 if bool(hit.any(1).all()) else new.size(1)
 
 # %% ../nbs/09a_generation.ipynb #cb9dfe25
 def generate_ids(model, idx, max_new_tokens=256, temperature=1.0, top_k=None, top_p=None, generator=None,
-                 use_cache=True, eos=None) -> torch.Tensor:
-    "The context `idx` `(B, T)` followed by `max_new_tokens` sampled tokens (fewer when every row reached `eos`): `(B, T + new)`."
-    new = list(token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, eos))
+                 use_cache=True, eos=None, compile=False) -> torch.Tensor:
+    "The context `idx` `(B, T)` followed by `max_new_tokens` sampled tokens (fewer when every row reached `eos`): `(B, T + new)`; `compile`: see `next_logits_fn`."
+    new = list(token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, eos, compile, stop_every=16))
+    if eos is not None and new: new = [torch.cat(new, 1)[:, :_until_done(torch.cat(new, 1), eos)]]   # the stop was checked every 16 steps
     return torch.cat([idx, *new], dim=1)
 
 # %% ../nbs/09a_generation.ipynb #c1b1ce9c
@@ -121,8 +172,8 @@ def cache_logit_error(model, idx, prompt_len=1) -> float:
 
 # %% ../nbs/09a_generation.ipynb #9701809e
 @torch.no_grad()
-def decode_speed(model, n_new=256, prompt_len=1, use_cache=True, repeats=1, seed=0) -> float:
-    "Tokens per second of sampling `n_new` tokens (batch 1) after a random prompt of `prompt_len` tokens; the best of `repeats`."
+def decode_speed(model, n_new=256, prompt_len=1, use_cache=True, repeats=1, seed=0, temperature=1.0, compile=False) -> float:
+    "Tokens per second of sampling `n_new` tokens (batch 1) after a random prompt of `prompt_len` tokens at `temperature`; the best of `repeats`."
     g = torch.Generator().manual_seed(seed)
     V = model.config.vocab_size
     dev = next(model.parameters()).device
@@ -130,7 +181,8 @@ def decode_speed(model, n_new=256, prompt_len=1, use_cache=True, repeats=1, seed
     best = float('inf')
     for _ in range(repeats):
         t = time.perf_counter()
-        for _tok in token_stream(model, idx, n_new, 1.0, generator=torch.Generator(dev).manual_seed(seed), use_cache=use_cache): pass
+        for _tok in token_stream(model, idx, n_new, temperature, generator=torch.Generator(dev).manual_seed(seed),
+                                 use_cache=use_cache, compile=compile): pass
         if dev.type == 'cuda': torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t)
     return n_new / best

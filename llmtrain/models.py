@@ -180,7 +180,7 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             past = cache.pos
             k, v = cache.update(self.layer_idx, k, v)
-            if torch.is_tensor(past): mask, causal = cache.visible(T, k.size(2)), False   # per-row lengths (a serving batch)
+            if torch.is_tensor(past) or cache.static: mask, causal = cache.visible(T, k.size(2)), False   # per-row lengths (a serving batch), or a static cache's unwritten tail
             elif past and T > 1:               # a chunk after a cached prefix: each new token sees the prefix and the chunk up to itself
                 mask, causal = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past), False
             elif past: causal = False        # one new token attends to everything cached
@@ -306,7 +306,7 @@ class GPT(nn.Module):
     def forward(self, idx, targets=None, cache=None):
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
-        if (int(start.max()) if torch.is_tensor(start) else start) + T > self.config.block_size:
+        if not (torch.is_tensor(start) and cache.static) and (int(start.max()) if torch.is_tensor(start) else start) + T > self.config.block_size:   # a static cache's caller counts on the host: no sync
             raise ConfigError(f"Input length {(int(start.max()) if torch.is_tensor(start) else start) + T} exceeds block_size={self.config.block_size}; crop the input")
         tr = self.transformer
         x = tr.wte(idx)
@@ -321,39 +321,47 @@ class GPT(nn.Module):
         for block in tr.h: x = block(x, cache, rope)
         if cache is not None: cache.pos += T
         x = tr.ln_f(x)
-        if targets is None: return self.lm_head(x[:, [-1], :]), None
+        if targets is None: return self.lm_head(x[:, -1:, :]), None
         logits = self.lm_head(x)
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
 
 # %% ../nbs/02_architectures.ipynb #091549c5
 class KVCache:
-    "Per-layer key/value tensors of shape `(B, n_kv_head, max_len, head_dim)`, filled as tokens are generated; `pos` is the length so far, one int, or a `(B,)` tensor of per-row lengths (a serving batch whose rows started at different times)."
-    def __init__(self, n_layer: int, max_len: int):
-        self.n_layer, self.max_len, self.pos = n_layer, max_len, 0
+    "Per-layer key/value tensors of shape `(B, n_kv_head, max_len, head_dim)`, filled as tokens are generated; `pos` is the length so far, one int, or a `(B,)` tensor of per-row lengths (a serving batch whose rows started at different times). `static`: attention reads all `max_len` slots, the unwritten ones masked, so every step has the same shapes and no host sync (for `torch.compile` and CUDA graphs)."
+    def __init__(self, n_layer: int, max_len: int, static: bool = False):
+        self.n_layer, self.max_len, self.pos, self.static = n_layer, max_len, 0, static
         self.k = self.v = None
 
     def update(self, layer, k, v):
-        "Write the new `k`, `v` at the current position (of each row); return the keys and values of all positions so far."
+        "Write the new `k`, `v` at the current position (of each row); return the keys and values of all positions so far (all `max_len` when `static`)."
         if self.k is None:
             shape = (self.n_layer, k.size(0), k.size(1), self.max_len, k.size(3))
-            new = k.new_zeros if torch.is_tensor(self.pos) else k.new_empty   # per-row: unwritten keys are masked, so must be finite
-            self.k, self.v = new(shape), new(shape)
+            new = k.new_zeros if torch.is_tensor(self.pos) or self.static else k.new_empty   # masked keys must be finite
+            if self.static: self.k, self.v = ([new(shape[1:]) for _ in range(self.n_layer)] for _ in 'kv')   # one tensor a layer: written in place
+            else: self.k, self.v = new(shape), new(shape)
         if torch.is_tensor(self.pos):                    # row b writes at pos[b]..pos[b]+T; rows past len(pos) are untouched
             B, T = k.size(0), k.size(2)
             rows, cols = torch.arange(B, device=k.device)[:, None], self.pos[:, None] + torch.arange(T, device=k.device)
             self.k[layer][rows, :, cols], self.v[layer][rows, :, cols] = k.transpose(1, 2), v.transpose(1, 2)
+            if self.static: return self.k[layer], self.v[layer]
             end = int(self.pos.max()) + T
             return self.k[layer, :B, :, :end], self.v[layer, :B, :, :end]
         end = self.pos + k.size(2)
-        self.k[layer, :, :, self.pos:end], self.v[layer, :, :, self.pos:end] = k, v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer][:, :, self.pos:end], self.v[layer][:, :, self.pos:end] = k, v
+        if self.static: return self.k[layer], self.v[layer]
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
     def visible(self, T: int, S: int) -> torch.Tensor:
-        "With per-row lengths: the mask `(B, 1, T, S)`, True where new query t of row b may see key j (j <= pos[b] + t)."
-        q = self.pos[:, None] + torch.arange(T, device=self.pos.device)
-        return (torch.arange(S, device=self.pos.device) <= q[..., None])[:, None]
+        "The mask, True where new query t may see key j (j <= pos + t): `(B, 1, T, S)` with per-row lengths, else `(T, S)`."
+        dev = self.k[0].device
+        q = (self.pos[:, None] if torch.is_tensor(self.pos) else self.pos) + torch.arange(T, device=dev)
+        m = torch.arange(S, device=dev) <= q[..., None]
+        return m[:, None] if m.dim() == 3 else m
 
-    def reset(self): self.pos = 0
+    def reset(self):
+        "Empty the cache (a static cache's position tensor is zeroed in place: compiled steps keep reading it)."
+        if self.static and torch.is_tensor(self.pos): self.pos.zero_()
+        else: self.pos = 0
 
 
 # %% ../nbs/02_architectures.ipynb #0afebda3

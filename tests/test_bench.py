@@ -1,4 +1,4 @@
-"""The bench scripts in their --smoke modes: bench/gpu.py on the CPU (it must never rot where there is no GPU) and bench/attention_cpu.py."""
+"""The bench scripts in their --smoke modes: bench/gpu.py on the CPU (it must never rot where there is no GPU), bench/generate.py, bench/attention_cpu.py and others."""
 import json, subprocess, sys
 from pathlib import Path
 
@@ -17,10 +17,18 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     assert res['correctness']['ok'] and res['correctness']['finite']
     assert all('error' not in t for t in res['train']) and len(res['train']) >= 1
     assert all(t['tokens_per_s'] > 0 and 0 < t['mfu'] for t in res['train'])
-    assert res['generation']['same_greedy_tokens']
+    assert res['generation']['same_greedy_tokens'] and res['generation']['same_greedy_tokens_compiled']   # fp32 on a CPU
+    assert res['generation']['with_cache_compiled'] > 0
     assert res['cnn']['s_per_epoch'] > 0
     assert len(res['planner']) >= 2 and all(abs(x['error']) < 0.2 for x in res['planner'])   # the memory planner's rows
     assert 'llmtrain bench/gpu.py' in r.stdout
+
+def test_generate_bench_smoke(tmp_path):
+    "bench/generate.py times no cache, the cache and the compiled static-cache step, with the same greedy tokens all three ways."
+    r, res = run_bench('generate.py', tmp_path)
+    (m,) = res['models']
+    assert m['same_greedy_tokens'] and min(m['tok_s_no_cache'], m['tok_s_cache'], m['tok_s_cache_compiled']) > 0
+    assert 'compiled tok/s' in r.stdout
 
 def test_attention_bench_smoke(tmp_path):
     "bench/attention_cpu.py runs both kernels in both dtypes and writes its table."

@@ -150,3 +150,53 @@ def test_panel_builds_and_runs(lm):
     p = generation_panel(m, tok, 'to', max_new_tokens=20)
     p.run()
     assert p.children[-1].value == generate_text(m, tok, 'to', 20, temperature=0.8, seed=0)
+
+# Greedy tokens of commit 19f4857's generate_ids (before the static cache and compiled steps) on these seeded models:
+# 80 new tokens after a 3-token prompt, block 32, so the window slides twice.
+OLD_GREEDY = {
+    'gpt': [[33, 32, 3, 3, 33, 3, 2, 40, 2, 2, 40, 55, 42, 17, 41, 37, 3, 49, 50, 3, 38, 3, 4, 17, 3, 4, 40, 2, 49, 3, 49, 3, 3, 49,
+             17, 10, 17, 49, 33, 49, 17, 27, 3, 52, 40, 1, 54, 49, 2, 3, 3, 51, 62, 53, 3, 3, 3, 58, 33, 16, 55, 49, 51, 3, 58, 3, 3,
+             33, 3, 3, 3, 3, 3, 2, 3, 38, 2, 3, 57, 10],
+            [3, 3, 3, 16, 34, 53, 2, 49, 3, 10, 3, 55, 40, 55, 3, 3, 49, 3, 5, 3, 38, 3, 40, 22, 3, 3, 3, 34, 3, 40, 4, 3, 49, 3, 3, 10,
+             3, 3, 62, 40, 55, 49, 3, 40, 4, 2, 3, 3, 3, 40, 58, 55, 51, 3, 62, 40, 4, 62, 50, 62, 50, 35, 3, 3, 3, 3, 53, 2, 38, 3, 33,
+             40, 13, 51, 52, 37, 3, 50, 34, 3]],
+    'rope': [[64, 59, 64, 50, 1, 41, 41, 41, 41, 41, 41, 41, 41, 41, 41, 41, 20, 53, 7, 37, 2, 50, 63, 13, 10, 24, 11, 2, 50, 41, 27, 20,
+              28, 2, 49, 35, 55, 12, 62, 28, 39, 57, 35, 17, 25, 0, 15, 30, 28, 47, 33, 17, 1, 36, 10, 49, 43, 15, 10, 18, 2, 45, 63, 61,
+              47, 52, 32, 63, 51, 47, 3, 40, 34, 47, 13, 15, 30, 52, 30, 46],
+             [28, 60, 60, 51, 34, 24, 8, 46, 45, 46, 60, 16, 45, 46, 13, 60, 11, 46, 14, 9, 42, 47, 25, 49, 3, 9, 18, 13, 46, 64, 7, 4, 43,
+              63, 36, 62, 28, 30, 5, 43, 40, 64, 64, 27, 62, 58, 37, 30, 57, 3, 16, 46, 25, 25, 58, 53, 18, 25, 2, 1, 2, 49, 40, 0, 63, 18,
+              14, 64, 21, 20, 25, 59, 63, 28, 21, 14, 31, 3, 9, 4]]}
+
+def old_greedy_model(kind):
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=4, n_embd=64, tie_weights=False, **({} if kind == 'gpt' else LLAMA)))
+    with torch.no_grad():
+        for p in m.parameters(): p.mul_(4)                # sharper logits: greedy tokens that vary (a plain random init repeats one)
+    return m
+
+@pytest.mark.parametrize('kind', ['gpt', 'rope'])
+def test_greedy_tokens_same_as_before(kind):
+    m, x = old_greedy_model(kind), torch.tensor([[1, 2, 3], [40, 50, 60]])
+    new = generate_ids(m, x, 80, 0)
+    assert new[:, 3:].tolist() == OLD_GREEDY[kind]
+    assert torch.equal(new[:, :32], generate_ids(m, x, 80, 0, use_cache=False)[:, :32])   # within one block: as recomputation
+
+def test_compiled_static_decoding_same_tokens():
+    "compile=True (the static cache, one-token steps through torch.compile; CUDA graphs on a GPU) gives the eager tokens."
+    m, x = old_greedy_model('rope'), torch.tensor([[1, 2, 3], [40, 50, 60]])
+    assert generate_ids(m, x, 80, 0, compile=True)[:, 3:].tolist() == OLD_GREEDY['rope']
+    g = lambda: torch.Generator().manual_seed(1)
+    assert torch.equal(generate_ids(m, x, 40, 0.9, top_p=0.9, generator=g(), compile=True), generate_ids(m, x, 40, 0.9, top_p=0.9, generator=g()))
+    c = G.static_cache(m, 2)
+    assert c.static and c.k[0].shape == (2, 4, 32, 16) and G.static_cache(m, 2) is c and not c.pos.any()   # reused, emptied
+    with pytest.raises(ConfigError, match='use_cache=True'): generate_ids(m, x, 4, 0, use_cache=False, compile=True)
+    with pytest.raises(ConfigError, match='with a GPT'): generate_ids(RNNLM(RNNConfig(n_layer=1, n_embd=32)), x, 4, 0, compile=True)
+
+def test_eos_stops_checked_in_batches():
+    m, x = old_greedy_model('gpt'), torch.tensor([[1, 2, 3], [40, 50, 60]])
+    eos = 49                                           # row 0 first makes it at step 18, row 1 at step 8: stop after 18
+    out = generate_ids(m, x, 80, 0, eos=eos)
+    assert out.shape == (2, 3 + 18) and out[0, -1] == eos and (out[1, 3 + 8:] == eos).all()
+    steps = list(G.token_stream(m, x, 80, 0, eos=eos, stop_every=16))
+    assert len(steps) == 32 and torch.equal(torch.cat(steps, 1)[:, :18], out[:, 3:])   # checked at 16 and 32: the rest repeats eos
+    assert generate_ids(m, x, 80, 0, eos=[eos, 77]).shape == out.shape

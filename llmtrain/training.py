@@ -340,7 +340,7 @@ def train_step(self: Trainer):
     for i, batch in enumerate(micro):
         with self._grad_sync(i == len(micro) - 1):      # all-reduce gradients only after the last micro-batch
             with autocast_ctx(self.precision, self.device):
-                loss = model(*batch)[1]                  # do not keep the logits alive past the backward
+                loss = model(*batch, **getattr(batch, 'kwargs', {}))[1]   # kwargs: a packed batch's doc ids (chapter 6b); logits freed
             if weighted: loss = loss * (counts[i] * self.world / total_count)   # DDP/FSDP average over processes
             self._cb('on_before_backward', loss)
             self.scaler.scale(loss).backward()
@@ -400,7 +400,7 @@ def evaluate(self: Trainer) -> float:
     classify = False
     for batch in self.eval_batches[self.rank::self.world]:     # each process scores its share
         with autocast_ctx(self.precision, self.device):
-            logits, loss = self.model(*batch)
+            logits, loss = self.model(*batch, **getattr(batch, 'kwargs', {}))
         y, n = batch[-1], target_count(batch[-1])
         total[0] += loss.float() * n; total[1] += n
         if y.dim() == 1 and not y.is_floating_point() and logits.dim() == 2:     # one class label per sample
@@ -636,6 +636,8 @@ def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
     device = init_distributed(resolve_device(cfg.device))
     run_dir = Path(cfg.out_dir)/run_name(cfg)
     make = image_trainer if cfg.model in CNN_MODELS else text_trainer
+    if cfg.data:                                          # fine-tuning on conversations (chapter 6b)
+        from llmtrain.finetune import sft_trainer as make
     t = make(cfg, run_dir, device, callbacks)
     if ck is not None: t.load_state_dict(load_checkpoint(ck))
     if t.is_main:

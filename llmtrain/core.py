@@ -165,7 +165,7 @@ class TrainConfig:
     overlong: str = 'truncate'                 # a conversation longer than block_size: truncate | drop (counted and reported either way)
     sft_items: int = 20000                     # training conversations kept (a generated set is endless)
     sft_eval_items: int = 1000                 # validation and test conversations kept; the test ones are scored by exact match at the end
-    reverse_answers: bool = False              # generated skills: write the answer's characters backwards (addition with carries, left to right)
+    skill_format: str = 'plain'                # generated additions: plain (123+45 -> 168) | aligned (123+045 -> 8610: padded, sum reversed; chapter 6b)
 
     def __post_init__(self): validate_config(self)
 
@@ -180,7 +180,7 @@ _CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 
 _POSITIVE = 'n_layer n_head n_embd block_size max_iters grad_accum eval_interval eval_iters log_interval'.split()
 
 # %% ../nbs/00_core.ipynb #7d66e64e
-_CHOICES.update(overlong=('truncate', 'drop'), chat_template=('auto', 'llmtrain'))   # fine-tuning (chapter 6b)
+_CHOICES.update(overlong=('truncate', 'drop'), chat_template=('auto', 'llmtrain'), skill_format=('plain', 'aligned'))   # fine-tuning (chapter 6b)
 _POSITIVE += ['sft_items', 'sft_eval_items']
 
 # %% ../nbs/00_core.ipynb #5d0eb40e

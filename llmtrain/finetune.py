@@ -12,7 +12,7 @@ from .data import to_device
 from .templates import check_messages, ChatTemplate, LLMTrainTemplate, chat_template_for, add_chat_tokens
 
 # %% auto #0
-__all__ = ['SFT_SETS', 'row_messages', 'read_rows', 'read_conversations', 'split_of', 'arithmetic_examples',
+__all__ = ['SKILL_FORMATS', 'SFT_SETS', 'row_messages', 'read_rows', 'read_conversations', 'split_of', 'arithmetic_examples',
            'skill_conversations', 'pydoc_qa', 'shakespeare_dialogue', 'conversations', 'encode_example', 'pack_rows',
            'build_rows', 'Batch', 'row_batch', 'PackedBatches', 'resize_vocab', 'load_base', 'template_for', 'sft_data',
            'sft_trainer', 'sft_summary', 'generate_replies', 'exact_match', 'masked_loss', 'sft_report', 'finetune',
@@ -79,16 +79,28 @@ def arithmetic_examples(seed=0, max_ops=2, max_value=9) -> typing.Iterator[dict]
         yield dict(prompt=expr + '=', target=str(eval(expr, {'__builtins__': {}})))
 
 # %% ../nbs/06b_finetune.ipynb #c078ad2e
-def skill_conversations(name, seed=0, reverse_answers=False) -> typing.Iterator[list[dict]]:
-    "Endless conversations of the generated skill `name` (addition, reversal, letter_count, arithmetic): the problem as the user turn, its answer (digits reversed with `reverse_answers`) as the reply."
+SKILL_FORMATS = ('plain', 'aligned')
+
+# %% ../nbs/06b_finetune.ipynb #b7d9ead5
+def _aligned(prompt: str, target: str, digits=3) -> tuple[str, str]:
+    "An addition `a+b`, answer `s`, in the aligned format: `a` and `b` zero-padded to `digits` (or the longer's width), `s` to one digit more, reversed."
+    a, b = prompt.rstrip('=').split('+')
+    w = max(len(a), len(b), digits)
+    return f'{a.zfill(w)}+{b.zfill(w)}', target.zfill(w + 1)[::-1]
+
+# %% ../nbs/06b_finetune.ipynb #e6b9dd82
+def skill_conversations(name, seed=0, skill_format='plain') -> typing.Iterator[list[dict]]:
+    "Endless conversations of the generated skill `name` (addition, reversal, letter_count, arithmetic): the problem as the user turn, its answer as the reply; `skill_format='aligned'` writes additions aligned (see above)."
     from llmtrain.tasks import SKILLS
     gens = {**SKILLS, 'arithmetic': arithmetic_examples}
     if name not in gens: raise ConfigError(f"no generated skill {name!r}; the skills are {', '.join(gens)}")
+    if skill_format not in SKILL_FORMATS: raise ConfigError(f"skill_format={skill_format!r} is not one of {SKILL_FORMATS}")
     for it in gens[name](seed):
-        a = it['target'][::-1] if reverse_answers else it['target']
-        yield [dict(role='user', content=it['prompt'].rstrip('=').rstrip(':')), dict(role='assistant', content=a)]
+        q, a = it['prompt'].rstrip('=').rstrip(':'), it['target']
+        if skill_format == 'aligned' and name == 'addition': q, a = _aligned(it['prompt'], a)
+        yield [dict(role='user', content=q), dict(role='assistant', content=a)]
 
-# %% ../nbs/06b_finetune.ipynb #e6b9dd82
+# %% ../nbs/06b_finetune.ipynb #a577b405
 def _pydoc_sections(text):
     "`(heading, [paragraphs])` of one pydoc topic: a heading is a line underlined by a line of * = or - as long."
     lines, out = text.split('\n'), []
@@ -100,12 +112,12 @@ def _pydoc_sections(text):
         i += 1
     return [(h, [' '.join(p.split()) for p in '\n'.join(body).split('\n\n') if p.strip() and not p.startswith('   ')]) for h, body in out]
 
-# %% ../nbs/06b_finetune.ipynb #1c02e1fc
+# %% ../nbs/06b_finetune.ipynb #049c6393
 def _cut(text, max_chars):
     "`text`, at most `max_chars`, cut after a sentence."
     return text if len(text) <= max_chars else text[:max_chars].rsplit('. ', 1)[0] + '.'
 
-# %% ../nbs/06b_finetune.ipynb #a577b405
+# %% ../nbs/06b_finetune.ipynb #2dd83581
 def pydoc_qa(max_chars=400) -> list[list[dict]]:
     "Questions about Python from `pydoc_data.topics`: per section, what the documentation says about its heading (its first prose paragraph); per further paragraph, how it goes on from its first sentence (the rest, at most `max_chars`)."
     from pydoc_data.topics import topics
@@ -123,7 +135,7 @@ def pydoc_qa(max_chars=400) -> list[list[dict]]:
                 if rest: add(f'In the Python documentation on "{h}", how does this go on: "{first}"', _cut(rest[0], max_chars))
     return out
 
-# %% ../nbs/06b_finetune.ipynb #2dd83581
+# %% ../nbs/06b_finetune.ipynb #348609cd
 def shakespeare_dialogue(max_chars=300) -> list[list[dict]]:
     "Reply in character: for each pair of consecutive speeches by two speakers of tinyshakespeare, the system message names the replying speaker, the user turn is the speech before (`SPEAKER: text`), the reply is theirs; speeches cut at `max_chars` (whole lines)."
     from llmtrain.data import load_corpus
@@ -135,18 +147,18 @@ def shakespeare_dialogue(max_chars=300) -> list[list[dict]]:
     return [[dict(role='system', content=f'You are {b}.'), dict(role='user', content=f'{a}: {sa}'), dict(role='assistant', content=sb)]
             for (a, sa), (b, sb) in zip(speeches, speeches[1:]) if a != b]
 
-# %% ../nbs/06b_finetune.ipynb #348609cd
+# %% ../nbs/06b_finetune.ipynb #3fdf22b8
 SFT_SETS = ('addition', 'reversal', 'letter_count', 'arithmetic', 'pydoc_qa', 'shakespeare_dialogue')
 
-# %% ../nbs/06b_finetune.ipynb #070106dd
-def conversations(data, seed=0, reverse_answers=False) -> typing.Iterator[list[dict]]:
+# %% ../nbs/06b_finetune.ipynb #78a3ccbd
+def conversations(data, seed=0, skill_format='plain') -> typing.Iterator[list[dict]]:
     "The conversations of `data`: a built-in set (`SFT_SETS`; the skills endless) or a `.jsonl`/`.parquet` file (streamed)."
     if data in ('pydoc_qa', 'shakespeare_dialogue'): return iter(pydoc_qa() if data == 'pydoc_qa' else shakespeare_dialogue())
-    if data in SFT_SETS: return skill_conversations(data, seed, reverse_answers)
+    if data in SFT_SETS: return skill_conversations(data, seed, skill_format)
     if not Path(data).suffix: raise ConfigError(f"data={data!r} is neither a file nor a built-in set ({', '.join(SFT_SETS)})")
     return read_conversations(data)
 
-# %% ../nbs/06b_finetune.ipynb #78a3ccbd
+# %% ../nbs/06b_finetune.ipynb #4b6eb5d3
 def encode_example(template: ChatTemplate, messages, block_size: int, overlong='truncate', stats=None):
     "`(x, y)` lists of one conversation (`y` -1 where not trained), or None when it is dropped; over-long ones truncated or dropped per `overlong`, counted in `stats`."
     ids, mask = template.encode(messages)
@@ -162,7 +174,7 @@ def encode_example(template: ChatTemplate, messages, block_size: int, overlong='
             return None
     return ids[:-1], [t if m else -1 for t, m in zip(ids[1:], mask[1:])]
 
-# %% ../nbs/06b_finetune.ipynb #746dcfff
+# %% ../nbs/06b_finetune.ipynb #f490ad7b
 def pack_rows(lengths, block_size: int) -> list[list[int]]:
     "Best-fit decreasing: the indices of the items of each row, every row's lengths summing to at most `block_size`."
     if any(n > block_size for n in lengths): raise ConfigError(f"an item of {max(lengths)} tokens does not fit block_size={block_size}; truncate it first")
@@ -176,7 +188,7 @@ def pack_rows(lengths, block_size: int) -> list[list[int]]:
         if space - n: bisect.insort(free, (space - n, r))
     return rows
 
-# %% ../nbs/06b_finetune.ipynb #f490ad7b
+# %% ../nbs/06b_finetune.ipynb #f0d0bc76
 def build_rows(examples, block_size: int, pack=True) -> dict:
     "Tensors `x`, `y`, `doc` `(rows, block_size)` of `examples` (`(x, y)` lists): packed best-fit, or one per row; padding has input 0, target -1 and its own `doc` id. Also the padding counts, packed and one per row."
     lengths = [len(x) for x, _ in examples]
@@ -194,7 +206,7 @@ def build_rows(examples, block_size: int, pack=True) -> dict:
     return dict(x=X, y=Y, doc=D, rows=len(groups), tokens=tokens, padding=len(groups) * block_size - tokens,
                 padding_unpacked=len(examples) * block_size - tokens)
 
-# %% ../nbs/06b_finetune.ipynb #e7753c5e
+# %% ../nbs/06b_finetune.ipynb #bcfba03e
 class Batch(tuple):
     "A batch tuple (targets last) with keyword arguments for the model: the `Trainer` calls `model(*batch, **batch.kwargs)`."
     def __new__(cls, items, **kwargs):
@@ -202,13 +214,13 @@ class Batch(tuple):
         b.kwargs = kwargs
         return b
 
-# %% ../nbs/06b_finetune.ipynb #310a0547
+# %% ../nbs/06b_finetune.ipynb #0a32bd5c
 def row_batch(rows: dict, i, pack=True):
     "The batch of rows `i` (an index tensor or a slice) of `rows` (`build_rows`): `Batch((x, y), doc=doc)` when packed, else `(x, y)`."
     x, y = rows['x'][i], rows['y'][i]
     return Batch((x, y), doc=rows['doc'][i]) if pack else (x, y)
 
-# %% ../nbs/06b_finetune.ipynb #bcfba03e
+# %% ../nbs/06b_finetune.ipynb #a8e0c955
 class PackedBatches:
     "Endless batches of `batch_size` rows of `rows` (`build_rows`), in shuffled epochs; under torchrun each process takes its slice of every `batch_size × world` rows."
     def __init__(self, rows: dict, batch_size: int, seed=0, device='cpu', rank=0, world=1, pack=True):
@@ -232,7 +244,7 @@ class PackedBatches:
     def state_dict(self): return {'epoch': self.epoch, 'pos': self.pos}
     def load_state_dict(self, s): self.epoch, self.pos, self._perm = s['epoch'], s['pos'], None
 
-# %% ../nbs/06b_finetune.ipynb #ef90d725
+# %% ../nbs/06b_finetune.ipynb #e790e22f
 def resize_vocab(model, n: int):
     "Grow the token embedding and output head of a GPT or `RNNLM` to `n` rows, old rows kept, new ones drawn like the old (tied weights stay tied)."
     import torch.nn as nn
@@ -253,11 +265,11 @@ def resize_vocab(model, n: int):
     model.config.vocab_size = n
     return model
 
-# %% ../nbs/06b_finetune.ipynb #e790e22f
+# %% ../nbs/06b_finetune.ipynb #96fe7fcc
 _SHAPE = ('model', 'n_layer', 'n_head', 'n_embd', 'block_size', 'pos_emb', 'norm', 'mlp', 'bias', 'tie_weights', 'n_kv_head',
           'attn_bias', 'qkv_bias', 'rope_base', 'init_from')
 
-# %% ../nbs/06b_finetune.ipynb #5af0f594
+# %% ../nbs/06b_finetune.ipynb #4f173fb0
 def load_base(cfg: TrainConfig):
     "The model (fp32, train mode) and tokenizer a fine-tuning run starts from: the run folder `cfg.init_run` (chat tokens added, vocabulary grown) or the Hugging Face folder `cfg.init_from`."
     if cfg.init_run:
@@ -278,17 +290,17 @@ def load_base(cfg: TrainConfig):
     else: raise ConfigError("fine-tuning starts from a model: set init_run=runs/<name> (an llmtrain run) or init_from=DIR (a Hugging Face folder)")
     return model.float().train(), tok
 
-# %% ../nbs/06b_finetune.ipynb #96fe7fcc
+# %% ../nbs/06b_finetune.ipynb #eb8936a2
 def template_for(cfg, tok) -> ChatTemplate:
     "The chat template of a run: llmtrain's (`chat_template=llmtrain`) or the tokenizer's own (`auto`: its Jinja template if it has one)."
     return LLMTrainTemplate(tok) if cfg.chat_template == 'llmtrain' else chat_template_for(tok)
 
-# %% ../nbs/06b_finetune.ipynb #eb8936a2
+# %% ../nbs/06b_finetune.ipynb #4e96fa8f
 def sft_data(cfg, template: ChatTemplate) -> dict:
     "`{'train': [(x, y)], 'val': [(x, y)], 'test': [messages], 'stats': {...}}` of `cfg.data` under `template` (see `split_of`, `encode_example`)."
     limit = dict(train=cfg.sft_items, val=cfg.sft_eval_items, test=cfg.sft_eval_items)
     out, stats = dict(train=[], val=[], test=[]), dict(train={}, val={}, test={})
-    for msgs in conversations(cfg.data, cfg.seed, cfg.reverse_answers):
+    for msgs in conversations(cfg.data, cfg.seed, cfg.skill_format):
         s = split_of(msgs)
         if len(out[s]) >= limit[s]:
             if all(len(out[k]) >= limit[k] for k in out): break
@@ -299,7 +311,7 @@ def sft_data(cfg, template: ChatTemplate) -> dict:
         if not out[s]: raise DataError(f"data={cfg.data!r} gives no {s} conversation that fits (block_size={cfg.block_size}, overlong={cfg.overlong}): {stats[s]}")
     return dict(**out, stats=stats)
 
-# %% ../nbs/06b_finetune.ipynb #6a4557a5
+# %% ../nbs/06b_finetune.ipynb #8a72d4f2
 def sft_trainer(cfg: TrainConfig, run_dir, device, callbacks=()):
     "A `Trainer` that fine-tunes the base model of `cfg` on the conversations of `cfg.data` (packed rows with document masks unless `pack=false`)."
     from llmtrain.resources import dist_env
@@ -325,7 +337,7 @@ def sft_trainer(cfg: TrainConfig, run_dir, device, callbacks=()):
             with atomic_write(Path(run_dir)/'sft_data.json') as f: f.write_text(json.dumps(data['stats'], indent=1))
     return t
 
-# %% ../nbs/06b_finetune.ipynb #4e96fa8f
+# %% ../nbs/06b_finetune.ipynb #54df06cd
 def sft_summary(stats: dict) -> str:
     "One line per split: conversations, rows, truncated and dropped ones, padding packed against one per row."
     lines = []
@@ -337,7 +349,7 @@ def sft_summary(stats: dict) -> str:
         lines.append(line)
     return '\n'.join(lines)
 
-# %% ../nbs/06b_finetune.ipynb #54df06cd
+# %% ../nbs/06b_finetune.ipynb #29722178
 @torch.no_grad()
 def generate_replies(model, template: ChatTemplate, convs, max_new_tokens=32, batch_size=256) -> list[str]:
     "Greedy replies to `convs` (each without its last message), prompts of equal length batched, each cut at the template's stop ids and strings."
@@ -357,7 +369,7 @@ def generate_replies(model, template: ChatTemplate, convs, max_new_tokens=32, ba
                 out[i] = text
     return out
 
-# %% ../nbs/06b_finetune.ipynb #b195b3bf
+# %% ../nbs/06b_finetune.ipynb #f32d4ab0
 def exact_match(model, template: ChatTemplate, convs, max_new_tokens=None) -> dict:
     "Share of `convs` whose greedy reply equals their last message (whitespace at the ends ignored), with a few examples."
     targets = [c[-1]['content'] for c in convs]
@@ -367,7 +379,7 @@ def exact_match(model, template: ChatTemplate, convs, max_new_tokens=None) -> di
     return dict(exact_match=sum(hits) / max(len(hits), 1), n=len(hits),
                 examples=[dict(prompt=c[-2]['content'], reply=r, target=t) for c, r, t in list(zip(convs, replies, targets))[:5]])
 
-# %% ../nbs/06b_finetune.ipynb #29722178
+# %% ../nbs/06b_finetune.ipynb #7a87730f
 @torch.no_grad()
 def masked_loss(model, batches) -> float:
     "Mean loss per trained token over `batches` (each micro-batch weighted by its counted targets)."
@@ -380,7 +392,7 @@ def masked_loss(model, batches) -> float:
     model.train(was)
     return float(tot / max(n, 1))
 
-# %% ../nbs/06b_finetune.ipynb #f32d4ab0
+# %% ../nbs/06b_finetune.ipynb #5b0afbc9
 def sft_report(t) -> dict:
     "Score a finished fine-tuning `Trainer`: masked validation loss and exact match on the test conversations; written to `sft_eval.json`."
     model = t.raw_model
@@ -393,7 +405,7 @@ def sft_report(t) -> dict:
         with atomic_write(t.run_dir/'sft_eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res
 
-# %% ../nbs/06b_finetune.ipynb #5b0afbc9
+# %% ../nbs/06b_finetune.ipynb #b509f9e6
 def finetune(cfg: TrainConfig, resume=None, callbacks=()):
     "Fine-tune as `cfg` says (`cfg.data` and a base: `init_run` or `init_from`), through `llmtrain.training.train`; the trainer's `sft_eval` holds `sft_report`."
     from llmtrain.training import train
@@ -402,7 +414,7 @@ def finetune(cfg: TrainConfig, resume=None, callbacks=()):
     if t.is_main: t.sft_eval = sft_report(t)
     return t
 
-# %% ../nbs/06b_finetune.ipynb #8b0f9289
+# %% ../nbs/06b_finetune.ipynb #9de79e21
 def finetune_config(run=None, model=None, overrides=()) -> TrainConfig:
     "The config of fine-tuning the run folder `run` (its config, `init_run=run`) or the Hugging Face folder `model` (`init_from`), with `key=value` `overrides` (which may name the base instead: `init_run=`, `init_from=`)."
     import datetime

@@ -410,7 +410,7 @@ def finetune(cfg: TrainConfig, resume=None, callbacks=()):
     "Fine-tune as `cfg` says (`cfg.data` and a base: `init_run` or `init_from`), through `llmtrain.training.train`; the trainer's `sft_eval` holds `sft_report`."
     from llmtrain.training import train
     if not cfg.data: raise ConfigError(f"fine-tuning needs data=FILE (.jsonl or .parquet) or a built-in set: {', '.join(SFT_SETS)}")
-    t = train(cfg, resume=resume, callbacks=callbacks)
+    t = train(cfg, resume=resume, callbacks=callbacks, make=sft_trainer)
     if t.is_main: t.sft_eval = sft_report(t)
     return t
 

@@ -629,15 +629,15 @@ def resume_checkpoint(resume) -> Path:
     return ck
 
 # %% ../nbs/06_training.ipynb #98423566
-def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
-    "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue."
+def train(cfg: TrainConfig, resume=None, callbacks=(), make=None) -> Trainer:
+    "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue; `make(cfg, run_dir, device, callbacks)` builds the `Trainer` (default: text or images; chapter 6b's `sft_trainer`)."
     ck = resume_checkpoint(resume) if resume is not None else None     # before the data is prepared and a run folder made
     set_seed(cfg.seed)
     device = init_distributed(resolve_device(cfg.device))
     run_dir = Path(cfg.out_dir)/run_name(cfg)
-    make = image_trainer if cfg.model in CNN_MODELS else text_trainer
-    if cfg.data:                                          # fine-tuning on conversations (chapter 6b)
-        from llmtrain.finetune import sft_trainer as make
+    if cfg.data and make is None:
+        raise ConfigError(f"data={cfg.data!r} asks for fine-tuning: run llmtrain finetune (llmtrain.finetune.finetune), or drop data= to train on corpus")
+    make = make or (image_trainer if cfg.model in CNN_MODELS else text_trainer)
     t = make(cfg, run_dir, device, callbacks)
     if ck is not None: t.load_state_dict(load_checkpoint(ck))
     if t.is_main:

@@ -80,6 +80,8 @@ def test_a_bad_row_names_file_and_row(base, tmp_path, capsys):
     write_jsonl(data, r)
     with pytest.raises(SystemExit): main(['finetune', '--run', str(base), f'data={data}', *FT, f'out_dir={tmp_path}'])
     assert 'row 3: the conversation has no assistant turn' in capsys.readouterr().err
+    with pytest.raises(SystemExit): main(['train', *TINY, f'out_dir={tmp_path}', 'data=addition'])   # not silently language modelling
+    assert 'llmtrain finetune' in capsys.readouterr().err
 
 def test_recurrent_models_refuse_packing(tmp_path, capsys):
     main(['train', *TINY, 'model=lstm', f'out_dir={tmp_path}', 'name=rnn'])

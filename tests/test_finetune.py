@@ -54,6 +54,10 @@ def test_finetune_a_jsonl_file_and_use_the_run_folder(base, tmp_path, capsys):
     assert m.config.vocab_size == tok.vocab_size
     text = generate_cmd(run=str(rd), prompt='<|user|>3+4<|end|><|assistant|>', n=5, temperature=0, device='cpu')
     assert text.startswith('<|user|>3+4')
+    from llmtrain.serve import load_chat_model, ChatSession
+    cm, ctok, _ = load_chat_model(str(rd))                 # what llmtrain chat and serve open
+    reply = ''.join(ChatSession(cm, ctok, temperature=0, max_tokens=6).reply('3+4'))
+    assert isinstance(reply, str) and '<|end|>' not in reply
     hf = export_cmd(run=str(rd), to=str(tmp_path/'hf'))
     from transformers import AutoModelForCausalLM
     hm = AutoModelForCausalLM.from_pretrained(hf).eval()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/06b_finetune.ipynb #5d36bcfc
 from __future__ import annotations
-import io, json, math, random, bisect, hashlib, itertools, typing
+import json, random, bisect, hashlib, itertools, typing
 from pathlib import Path
 import torch
 from .core import ConfigError, DataError, TrainConfig, atomic_write, load_config, parse_overrides
@@ -75,7 +75,8 @@ def arithmetic_examples(seed=0, max_ops=2, max_value=9) -> typing.Iterator[dict]
         expr = str(rng.randint(0, max_value))
         for _ in range(rng.randint(1, max_ops)):
             op, x = rng.choice('+-*'), str(rng.randint(0, max_value))
-            expr = f'{expr}{op}{x}' if rng.random() < 0.5 or op == '*' and '(' in expr else f'({expr}){op}{x}' if rng.random() < 0.5 else f'{x}{op}({expr})'
+            if any(o in expr for o in '+-*') and rng.random() < 0.5: expr = f'({expr})'
+            expr = f'{expr}{op}{x}' if rng.random() < 0.5 else f'{x}{op}{expr}'
         yield dict(prompt=expr + '=', target=str(eval(expr, {'__builtins__': {}})))
 
 # %% ../nbs/06b_finetune.ipynb #c078ad2e
@@ -152,13 +153,16 @@ SFT_SETS = ('addition', 'reversal', 'letter_count', 'arithmetic', 'pydoc_qa', 's
 
 # %% ../nbs/06b_finetune.ipynb #78a3ccbd
 def conversations(data, seed=0, skill_format='plain') -> typing.Iterator[list[dict]]:
-    "The conversations of `data`: a built-in set (`SFT_SETS`; the skills endless) or a `.jsonl`/`.parquet` file (streamed)."
+    "The conversations of `data`: a built-in set (`SFT_SETS`; the skills endless), a `.jsonl`/`.parquet` file (streamed), or several of these joined by commas, taken in turn."
+    if ',' in str(data):
+        streams = [conversations(d.strip(), seed, skill_format) for d in str(data).split(',')]
+        return (c for group in itertools.zip_longest(*streams) for c in group if c is not None)
     if data in ('pydoc_qa', 'shakespeare_dialogue'): return iter(pydoc_qa() if data == 'pydoc_qa' else shakespeare_dialogue())
     if data in SFT_SETS: return skill_conversations(data, seed, skill_format)
     if not Path(data).suffix: raise ConfigError(f"data={data!r} is neither a file nor a built-in set ({', '.join(SFT_SETS)})")
     return read_conversations(data)
 
-# %% ../nbs/06b_finetune.ipynb #4b6eb5d3
+# %% ../nbs/06b_finetune.ipynb #0e2c2ca2
 def encode_example(template: ChatTemplate, messages, block_size: int, overlong='truncate', stats=None):
     "`(x, y)` lists of one conversation (`y` -1 where not trained), or None when it is dropped; over-long ones truncated or dropped per `overlong`, counted in `stats`."
     ids, mask = template.encode(messages)
@@ -174,7 +178,7 @@ def encode_example(template: ChatTemplate, messages, block_size: int, overlong='
             return None
     return ids[:-1], [t if m else -1 for t, m in zip(ids[1:], mask[1:])]
 
-# %% ../nbs/06b_finetune.ipynb #f0d0bc76
+# %% ../nbs/06b_finetune.ipynb #bee27ba0
 def pack_rows(lengths, block_size: int) -> list[list[int]]:
     "Best-fit decreasing: the indices of the items of each row, every row's lengths summing to at most `block_size`."
     if any(n > block_size for n in lengths): raise ConfigError(f"an item of {max(lengths)} tokens does not fit block_size={block_size}; truncate it first")
@@ -188,7 +192,7 @@ def pack_rows(lengths, block_size: int) -> list[list[int]]:
         if space - n: bisect.insort(free, (space - n, r))
     return rows
 
-# %% ../nbs/06b_finetune.ipynb #35abfd52
+# %% ../nbs/06b_finetune.ipynb #9ecc87fc
 def build_rows(examples, block_size: int, pack=True) -> dict:
     "Tensors `x`, `y`, `doc` `(rows, block_size)` of `examples` (`(x, y)` lists): packed best-fit, or one per row; padding has input 0, target -1 and its own `doc` id. Also the padding counts, packed and one per row."
     lengths = [len(x) for x, _ in examples]
@@ -206,7 +210,7 @@ def build_rows(examples, block_size: int, pack=True) -> dict:
     return dict(x=X, y=Y, doc=D, rows=len(groups), tokens=tokens, padding=len(groups) * block_size - tokens,
                 padding_unpacked=len(examples) * block_size - tokens)
 
-# %% ../nbs/06b_finetune.ipynb #a8e0c955
+# %% ../nbs/06b_finetune.ipynb #ef90d725
 class Batch(tuple):
     "A batch tuple (targets last) with keyword arguments for the model: the `Trainer` calls `model(*batch, **batch.kwargs)`."
     def __new__(cls, items, **kwargs):
@@ -214,13 +218,13 @@ class Batch(tuple):
         b.kwargs = kwargs
         return b
 
-# %% ../nbs/06b_finetune.ipynb #ef90d725
+# %% ../nbs/06b_finetune.ipynb #886219c4
 def row_batch(rows: dict, i, pack=True):
     "The batch of rows `i` (an index tensor or a slice) of `rows` (`build_rows`): `Batch((x, y), doc=doc)` when packed, else `(x, y)`."
     x, y = rows['x'][i], rows['y'][i]
     return Batch((x, y), doc=rows['doc'][i]) if pack else (x, y)
 
-# %% ../nbs/06b_finetune.ipynb #886219c4
+# %% ../nbs/06b_finetune.ipynb #e790e22f
 class PackedBatches:
     "Endless batches of `batch_size` rows of `rows` (`build_rows`), in shuffled epochs; under torchrun each process takes its slice of every `batch_size × world` rows."
     def __init__(self, rows: dict, batch_size: int, seed=0, device='cpu', rank=0, world=1, pack=True):
@@ -244,7 +248,7 @@ class PackedBatches:
     def state_dict(self): return {'epoch': self.epoch, 'pos': self.pos}
     def load_state_dict(self, s): self.epoch, self.pos, self._perm = s['epoch'], s['pos'], None
 
-# %% ../nbs/06b_finetune.ipynb #96fe7fcc
+# %% ../nbs/06b_finetune.ipynb #4f173fb0
 def resize_vocab(model, n: int):
     "Grow the token embedding and output head of a GPT or `RNNLM` to `n` rows, old rows kept, new ones drawn like the old (tied weights stay tied)."
     import torch.nn as nn
@@ -265,11 +269,11 @@ def resize_vocab(model, n: int):
     model.config.vocab_size = n
     return model
 
-# %% ../nbs/06b_finetune.ipynb #eb8936a2
+# %% ../nbs/06b_finetune.ipynb #6a4557a5
 _SHAPE = ('model', 'n_layer', 'n_head', 'n_embd', 'block_size', 'pos_emb', 'norm', 'mlp', 'bias', 'tie_weights', 'n_kv_head',
           'attn_bias', 'qkv_bias', 'rope_base', 'init_from')
 
-# %% ../nbs/06b_finetune.ipynb #6a4557a5
+# %% ../nbs/06b_finetune.ipynb #4e96fa8f
 def load_base(cfg: TrainConfig):
     "The model (fp32, train mode) and tokenizer a fine-tuning run starts from: the run folder `cfg.init_run` (chat tokens added, vocabulary grown) or the Hugging Face folder `cfg.init_from`."
     if cfg.init_run:
@@ -290,12 +294,12 @@ def load_base(cfg: TrainConfig):
     else: raise ConfigError("fine-tuning starts from a model: set init_run=runs/<name> (an llmtrain run) or init_from=DIR (a Hugging Face folder)")
     return model.float().train(), tok
 
-# %% ../nbs/06b_finetune.ipynb #4e96fa8f
+# %% ../nbs/06b_finetune.ipynb #8a72d4f2
 def template_for(cfg, tok) -> ChatTemplate:
     "The chat template of a run: llmtrain's (`chat_template=llmtrain`) or the tokenizer's own (`auto`: its Jinja template if it has one)."
     return LLMTrainTemplate(tok) if cfg.chat_template == 'llmtrain' else chat_template_for(tok)
 
-# %% ../nbs/06b_finetune.ipynb #54df06cd
+# %% ../nbs/06b_finetune.ipynb #b195b3bf
 def sft_data(cfg, template: ChatTemplate) -> dict:
     "`{'train': [(x, y)], 'val': [(x, y)], 'test': [messages], 'stats': {...}}` of `cfg.data` under `template` (see `split_of`, `encode_example`)."
     limit = dict(train=cfg.sft_items, val=cfg.sft_eval_items, test=cfg.sft_eval_items)
@@ -311,7 +315,7 @@ def sft_data(cfg, template: ChatTemplate) -> dict:
         if not out[s]: raise DataError(f"data={cfg.data!r} gives no {s} conversation that fits (block_size={cfg.block_size}, overlong={cfg.overlong}): {stats[s]}")
     return dict(**out, stats=stats)
 
-# %% ../nbs/06b_finetune.ipynb #b195b3bf
+# %% ../nbs/06b_finetune.ipynb #29722178
 def sft_trainer(cfg: TrainConfig, run_dir, device, callbacks=()):
     "A `Trainer` that fine-tunes the base model of `cfg` on the conversations of `cfg.data` (packed rows with document masks unless `pack=false`)."
     from llmtrain.resources import dist_env
@@ -337,7 +341,7 @@ def sft_trainer(cfg: TrainConfig, run_dir, device, callbacks=()):
             with atomic_write(Path(run_dir)/'sft_data.json') as f: f.write_text(json.dumps(data['stats'], indent=1))
     return t
 
-# %% ../nbs/06b_finetune.ipynb #29722178
+# %% ../nbs/06b_finetune.ipynb #f32d4ab0
 def sft_summary(stats: dict) -> str:
     "One line per split: conversations, rows, truncated and dropped ones, padding packed against one per row."
     lines = []
@@ -349,7 +353,7 @@ def sft_summary(stats: dict) -> str:
         lines.append(line)
     return '\n'.join(lines)
 
-# %% ../nbs/06b_finetune.ipynb #7a87730f
+# %% ../nbs/06b_finetune.ipynb #5b0afbc9
 @torch.no_grad()
 def generate_replies(model, template: ChatTemplate, convs, max_new_tokens=32, batch_size=256) -> list[str]:
     "Greedy replies to `convs` (each without its last message), prompts of equal length batched, each cut at the template's stop ids and strings."
@@ -369,7 +373,7 @@ def generate_replies(model, template: ChatTemplate, convs, max_new_tokens=32, ba
                 out[i] = text
     return out
 
-# %% ../nbs/06b_finetune.ipynb #5b0afbc9
+# %% ../nbs/06b_finetune.ipynb #8b0f9289
 def exact_match(model, template: ChatTemplate, convs, max_new_tokens=None) -> dict:
     "Share of `convs` whose greedy reply equals their last message (whitespace at the ends ignored), with a few examples."
     targets = [c[-1]['content'] for c in convs]
@@ -379,7 +383,7 @@ def exact_match(model, template: ChatTemplate, convs, max_new_tokens=None) -> di
     return dict(exact_match=sum(hits) / max(len(hits), 1), n=len(hits),
                 examples=[dict(prompt=c[-2]['content'], reply=r, target=t) for c, r, t in list(zip(convs, replies, targets))[:5]])
 
-# %% ../nbs/06b_finetune.ipynb #8b0f9289
+# %% ../nbs/06b_finetune.ipynb #b509f9e6
 @torch.no_grad()
 def masked_loss(model, batches) -> float:
     "Mean loss per trained token over `batches` (each micro-batch weighted by its counted targets)."
@@ -392,7 +396,7 @@ def masked_loss(model, batches) -> float:
     model.train(was)
     return float(tot / max(n, 1))
 
-# %% ../nbs/06b_finetune.ipynb #b509f9e6
+# %% ../nbs/06b_finetune.ipynb #9de79e21
 def sft_report(t) -> dict:
     "Score a finished fine-tuning `Trainer`: masked validation loss and exact match on the test conversations; written to `sft_eval.json`."
     model = t.raw_model
@@ -405,7 +409,7 @@ def sft_report(t) -> dict:
         with atomic_write(t.run_dir/'sft_eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res
 
-# %% ../nbs/06b_finetune.ipynb #46ce1203
+# %% ../nbs/06b_finetune.ipynb #76ae8c6a
 def finetune(cfg: TrainConfig, resume=None, callbacks=()):
     "Fine-tune as `cfg` says (`cfg.data` and a base: `init_run` or `init_from`), through `llmtrain.training.train`; the trainer's `sft_eval` holds `sft_report`."
     from llmtrain.training import train
@@ -414,7 +418,7 @@ def finetune(cfg: TrainConfig, resume=None, callbacks=()):
     if t.is_main: t.sft_eval = sft_report(t)
     return t
 
-# %% ../nbs/06b_finetune.ipynb #76ae8c6a
+# %% ../nbs/06b_finetune.ipynb #24ba4307
 def finetune_config(run=None, model=None, overrides=()) -> TrainConfig:
     "The config of fine-tuning the run folder `run` (its config, `init_run=run`) or the Hugging Face folder `model` (`init_from`), with `key=value` `overrides` (which may name the base instead: `init_run=`, `init_from=`)."
     import datetime

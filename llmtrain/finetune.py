@@ -43,7 +43,8 @@ def read_rows(path, batch_rows=1024) -> typing.Iterator[tuple[int, dict]]:
     p = Path(path)
     if not p.is_file(): raise DataError(f"no data file {p}: pass a .jsonl or .parquet file of conversations, or a built-in set ({', '.join(SFT_SETS)})")
     if p.suffix == '.parquet':
-        import pyarrow.parquet as pq
+        try: import pyarrow.parquet as pq
+        except ImportError: raise ConfigError("reading Parquet needs pyarrow: pip install 'llmtrain[parquet]' (or pyarrow)") from None
         n = 0
         for b in pq.ParquetFile(p).iter_batches(batch_size=batch_rows):
             for row in b.to_pylist(): n += 1; yield n, row

@@ -11,7 +11,7 @@ from .core import LLMTrainError, ConfigError, load_config, TrainConfig, precheck
 
 # %% auto #0
 __all__ = ['COMMANDS', 'train_cmd', 'prepare_cmd', 'generate_cmd', 'eval_cmd', 'export_cmd', 'chat_cmd', 'serve_cmd', 'command',
-           'main']
+           'main', 'finetune_cmd']
 
 # %% ../nbs/10_cli.ipynb #37a25568
 def train_cmd(config: Param("YAML config file (see configs/)", str) = None,
@@ -228,6 +228,26 @@ def main(argv=None):
         print(f"llmtrain {argv[0]}: error: {e}", file=sys.stderr); sys.exit(2)
     except KeyboardInterrupt as e:                     # a second Ctrl-C during training, or one outside it
         print(f"\nllmtrain {argv[0]}: {e or 'interrupted'}", file=sys.stderr); sys.exit(128 + getattr(e, 'signum', 2))
+
+# %% ../nbs/10_cli.ipynb #e40b22fc
+def finetune_cmd(run: Param("the llmtrain run folder to fine-tune, runs/<name> (or --model)", str) = None,
+                 model: Param("a Hugging Face folder to fine-tune instead of a run", str) = None,
+                 resume: Param("a fine-tuning run folder or checkpoint to continue from", str) = None,
+                 overrides: Param("key=value overrides: data=FILE or a built-in set (required), max_iters=..., pack=false, overlong=drop", str, nargs='*', opt=False) = None):
+    "Fine-tune a run or a Hugging Face model on conversations (data= a .jsonl or .parquet file, or a built-in set); writes runs/<name>/ and sft_eval.json."
+    from llmtrain.finetune import finetune, finetune_config
+    if resume is not None:                             # the run's own config, as `train --resume`
+        rd = Path(resume); rd = rd if rd.is_dir() else rd.parent
+        cfg = load_config(rd/'config.yaml', list(overrides or []) + [f'name={rd.name}', f'out_dir={rd.parent}'])
+    else: cfg = finetune_config(run, model, overrides)
+    t = finetune(cfg, resume=resume)
+    if t.is_main:
+        r = t.sft_eval
+        print(f"\nrun folder: {t.run_dir}\nmasked validation loss: {r['val_loss']:.4f} ({t.iter} iterations, {t.device}, {t.precision})")
+        if 'exact_match' in r: print(f"exact match on {r['n']} held-out conversations: {r['exact_match']:.1%}")
+    return t
+
+COMMANDS['finetune'] = finetune_cmd
 
 # %% ../nbs/10_cli.ipynb #d32f247f
 if __name__ == '__main__' and 'ipykernel' not in sys.modules: main()

@@ -160,6 +160,15 @@ class TrainConfig:
     # memory (chapter 5)
     tokens_per_step: typing.Optional[int] = None  # with batch_size=auto: tokens (images) per optimizer step to keep, over every process
     memory_check: str = 'error'                # the planner's check before the run allocates: error | warn | off
+    # fine-tuning (chapter 6b): conversations, an assistant-only loss, packed rows
+    data: typing.Optional[str] = None          # conversations to fine-tune on: a .jsonl/.parquet file or a built-in set (llmtrain.finetune.SFT_SETS); None: language modelling on corpus
+    init_run: typing.Optional[str] = None      # fine-tune the weights and tokenizer of this llmtrain run folder (or init_from: a Hugging Face folder)
+    chat_template: str = 'auto'                # auto: the tokenizer's own Jinja template, else llmtrain's | llmtrain
+    pack: bool = True                          # best-fit packing of conversations into block_size rows with document masks (false: one per row; RNNs)
+    overlong: str = 'truncate'                 # a conversation longer than block_size: truncate | drop (counted and reported either way)
+    sft_items: int = 20000                     # training conversations kept (a generated set is endless)
+    sft_eval_items: int = 1000                 # validation and test conversations kept; the test ones are scored by exact match at the end
+    skill_format: str = 'plain'                # generated additions: plain (123+45 -> 168) | aligned (123+045 -> 8610: padded, sum reversed; chapter 6b)
 
     def __post_init__(self): validate_config(self)
 
@@ -172,6 +181,10 @@ _CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 
 
 # %% ../nbs/00_core.ipynb #81192cec
 _POSITIVE = 'n_layer n_head n_embd block_size max_iters grad_accum eval_interval eval_iters log_interval'.split()
+
+# %% ../nbs/00_core.ipynb #7d66e64e
+_CHOICES.update(overlong=('truncate', 'drop'), chat_template=('auto', 'llmtrain'), skill_format=('plain', 'aligned'))   # fine-tuning (chapter 6b)
+_POSITIVE += ['sft_items', 'sft_eval_items']
 
 # %% ../nbs/00_core.ipynb #5d0eb40e
 def validate_config(cfg):

@@ -15,9 +15,9 @@ from .core import ConfigError
 __all__ = ['GPT_CHOICES', 'LLAMA', 'PRESETS', 'MATMUL_ATTENTION_MAX_T', 'ROPE_SCALINGS', 'RNN_CELLS', 'CNN_MODELS',
            'swiglu_hidden', 'GPTConfig', 'matmul_attention', 'uses_matmul_attention', 'attend', 'time_attention',
            'CausalSelfAttention', 'rope_frequencies', 'rope_angles', 'apply_rope', 'make_norm', 'MLP', 'SwiGLU',
-           'Block', 'GPT', 'KVCache', 'RNNConfig', 'RNNState', 'RNNLM', 'num_params', 'flops_per_token', 'model_flops',
-           'counted_flops', 'activation_memory', 'model_summary', 'param_counts', 'SeedCNN', 'StrongCNN',
-           'create_model', 'attention_maps']
+           'Block', 'document_positions', 'GPT', 'KVCache', 'RNNConfig', 'RNNState', 'RNNLM', 'num_params',
+           'flops_per_token', 'model_flops', 'counted_flops', 'activation_memory', 'model_summary', 'param_counts',
+           'SeedCNN', 'StrongCNN', 'create_model', 'attention_maps']
 
 # %% ../nbs/02_architectures.ipynb #1a99214d
 GPT_CHOICES = dict(pos_emb=('learned', 'rope'), norm=('layernorm', 'rmsnorm'), mlp=('gelu', 'swiglu'))
@@ -173,10 +173,10 @@ class CausalSelfAttention(nn.Module):
         r = self.n_head // self.n_kv_head
         return (k, v) if r == 1 else (k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1))
 
-    def forward(self, x, cache=None, rope=None):
+    def forward(self, x, cache=None, rope=None, doc_mask=None):
         B, T, C = x.shape
         q, k, v = self.heads(x, rope)
-        mask, causal = None, T > 1
+        mask, causal = (None, T > 1) if doc_mask is None else (doc_mask, False)   # doc_mask: packed rows (document_positions)
         if cache is not None:
             past = cache.pos
             k, v = cache.update(self.layer_idx, k, v)
@@ -270,13 +270,24 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1, self.attn = make_norm(c), CausalSelfAttention(c, layer_idx)
         self.ln_2, self.mlp = make_norm(c), (MLP(c) if c.mlp == 'gelu' else SwiGLU(c))
-    def forward(self, x, cache=None, rope=None):
-        x = x + self.attn(self.ln_1(x), cache, rope)
+    def forward(self, x, cache=None, rope=None, doc_mask=None):
+        x = x + self.attn(self.ln_1(x), cache, rope, doc_mask)
         return x + self.mlp(self.ln_2(x))
+
+# %% ../nbs/02_architectures.ipynb #e0334e9e
+def document_positions(doc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    "For document ids `doc` `(B, T)` (equal ids in runs: one run per document of a packed row): the positions `(B, T)`, restarting at 0 at each run, and the block-diagonal causal mask `(B, 1, T, T)`."
+    T = doc.size(1)
+    t = torch.arange(T, device=doc.device)
+    new = torch.ones_like(doc, dtype=torch.bool)
+    new[:, 1:] = doc[:, 1:] != doc[:, :-1]
+    pos = t - torch.where(new, t, 0).cummax(1).values
+    same = (doc[:, :, None] == doc[:, None, :]) & (t[:, None] >= t[None, :])   # the same document, and not in the future
+    return pos, same[:, None]
 
 # %% ../nbs/02_architectures.ipynb #10d02a8d
 class GPT(nn.Module):
-    "A GPT decoder-only language model: `model(idx, targets) -> (logits, loss)`."
+    "A GPT decoder-only language model: `model(idx, targets) -> (logits, loss)`; `doc` `(B, T)` marks the documents of packed rows (`document_positions`)."
     def __init__(self, c: GPTConfig):
         super().__init__()
         self.config = c
@@ -303,7 +314,7 @@ class GPT(nn.Module):
             if m.bias is not None: nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding): nn.init.normal_(m.weight, 0.0, 0.02)
 
-    def forward(self, idx, targets=None, cache=None):
+    def forward(self, idx, targets=None, cache=None, doc=None):
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         if not (torch.is_tensor(start) and cache.static) and (int(start.max()) if torch.is_tensor(start) else start) + T > self.config.block_size:   # a static cache's caller counts on the host: no sync
@@ -316,9 +327,13 @@ class GPT(nn.Module):
         else:
             pos = torch.arange(start, start + T, device=idx.device)
             rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T]) if self.config.pos_emb == 'rope' else None
+        doc_mask = None
+        if doc is not None:                              # packed rows (chapter 6b): positions restart at each document
+            pos, doc_mask = document_positions(doc)
+            rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]) if self.config.pos_emb == 'rope' else None
         if 'wpe' in tr: x = x + tr.wpe(pos)
         x = tr.drop(x)
-        for block in tr.h: x = block(x, cache, rope)
+        for block in tr.h: x = block(x, cache, rope, doc_mask)
         if cache is not None: cache.pos += T
         x = tr.ln_f(x)
         if targets is None: return self.lm_head(x[:, -1:, :]), None

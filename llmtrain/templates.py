@@ -10,8 +10,8 @@ from .core import ConfigError, DataError
 from .preprocessing import CharTokenizer, WordTokenizer, BPETokenizer
 
 # %% auto #0
-__all__ = ['ROLES', 'CHAT_TOKENS', 'check_messages', 'add_chat_tokens', 'ChatTemplate', 'LLMTrainTemplate', 'render_jinja',
-           'JinjaTemplate', 'chat_template_for']
+__all__ = ['ROLES', 'CHAT_TOKENS', 'check_messages', 'add_chat_tokens', 'ChatTemplate', 'LLMTrainTemplate', 'mask_html',
+           'show_mask', 'render_jinja', 'JinjaTemplate', 'chat_template_for']
 
 # %% ../nbs/01d_chat_templates.ipynb #5edb763f
 ROLES = ('system', 'user', 'assistant')
@@ -106,6 +106,20 @@ class LLMTrainTemplate(ChatTemplate):
     def stop_strings(self):
         "Where `<|end|>` is not a special token, the reply ends at its text (or at the next turn's marker)."
         return () if '<|end|>' in self.tok.special_tokens else ('<|end|>', '<|user|>')
+
+# %% ../nbs/01d_chat_templates.ipynb #a63161b5
+def mask_html(tok, ids, mask) -> str:
+    "HTML of the tokens `ids`, each a box: green where `mask` trains it, grey where the model only reads it."
+    import html
+    style = 'font-family:monospace;white-space:pre;padding:1px 2px;margin:1px;border-radius:3px;display:inline-block;background:'
+    return ''.join(f'<span style="{style}{"#b6e3b6" if m else "#e4e4e4"}">{html.escape(tok.decode([i]))}</span>' for i, m in zip(ids, mask))
+
+# %% ../nbs/01d_chat_templates.ipynb #934b4628
+def show_mask(template: ChatTemplate, messages):
+    "Display `messages` as `template` encodes them, trained tokens in green (`mask_html`)."
+    from IPython.display import HTML, display
+    ids, mask = template.encode(messages)
+    display(HTML(mask_html(template.tok, ids, mask)))
 
 # %% ../nbs/01d_chat_templates.ipynb #308a2d74
 def _jinja_env():

@@ -365,7 +365,7 @@ def train_step(self: Trainer):
     for i, batch in enumerate(micro):
         with self._grad_sync(i == len(micro) - 1):      # all-reduce gradients only after the last micro-batch
             with autocast_ctx(self.precision, self.device):
-                loss = model(*batch)[1]                  # do not keep the logits alive past the backward
+                loss = model(*batch, **getattr(batch, 'kwargs', {}))[1]   # kwargs: a packed batch's doc ids (chapter 6b); logits freed
             if weighted: loss = loss * (counts[i] * self.world / total_count)   # DDP/FSDP average over processes
             self._cb('on_before_backward', loss)
             self.scaler.scale(loss).backward()
@@ -425,7 +425,7 @@ def evaluate(self: Trainer) -> float:
     classify = False
     for batch in self.eval_batches[self.rank::self.world]:     # each process scores its share
         with autocast_ctx(self.precision, self.device):
-            logits, loss = self.model(*batch)
+            logits, loss = self.model(*batch, **getattr(batch, 'kwargs', {}))
         y, n = batch[-1], target_count(batch[-1])
         total[0] += loss.float() * n; total[1] += n
         if y.dim() == 1 and not y.is_floating_point() and logits.dim() == 2:     # one class label per sample
@@ -808,14 +808,16 @@ def resume_checkpoint(resume) -> Path:
     return ck
 
 # %% ../nbs/06_training.ipynb #98423566
-def train(cfg: TrainConfig, resume=None, callbacks=()) -> Trainer:
-    "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue. Stopped by a signal, it returns the Trainer with `interrupted` set, after its checkpoint."
+def train(cfg: TrainConfig, resume=None, callbacks=(), make=None) -> Trainer:
+    "Run the whole pipeline for `cfg` and leave a run folder; `resume` is a run folder or checkpoint to continue; `make(cfg, run_dir, device, callbacks)` builds the `Trainer` (default: text or images; chapter 6b's `sft_trainer`). Stopped by a signal, it returns the Trainer with `interrupted` set, after its checkpoint."
     ck = resume_checkpoint(resume) if resume is not None else None     # before the data is prepared and a run folder made
     set_seed(cfg.seed)
     device = init_distributed(resolve_device(cfg.device))
+    if cfg.data and make is None:
+        raise ConfigError(f"data={cfg.data!r} asks for fine-tuning: run llmtrain finetune (llmtrain.finetune.finetune), or drop data= to train on corpus")
     run_dir = Path(cfg.out_dir)/on_rank0(lambda: run_name(cfg))      # rank 0's name on every process
     on_rank0(lambda: claim_run(run_dir, cfg.overwrite, ck is not None))   # another writer, or a run already there: stop now
-    make = image_trainer if cfg.model in CNN_MODELS else text_trainer
+    make = make or (image_trainer if cfg.model in CNN_MODELS else text_trainer)
     t = make(cfg, run_dir, device, callbacks)
     with contextlib.ExitStack() as held:
         on_rank0(lambda: claim_run(run_dir, cfg.overwrite, ck is not None, lock=held))   # held until the run folder is complete

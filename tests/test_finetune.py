@@ -1,0 +1,118 @@
+"""Fine-tuning (chapter 6b) end to end through the `llmtrain` command: a tiny base run, `llmtrain finetune` on a JSONL
+file and on a built-in set, the run folder with `generate`/`export`/`load_run` (transformers opens the export), exact
+resume, bad rows, RNNs and packing, and the token-weighted loss: 1 process x 4 accumulation steps = 2 processes x 2
+steps (torchrun, gloo) = one big batch."""
+import json, os, subprocess, sys
+from pathlib import Path
+import pandas as pd
+import pytest
+import torch
+from llmtrain.cli import main
+
+TINY = ['n_layer=2', 'n_head=2', 'n_embd=32', 'block_size=48', 'max_iters=4', 'eval_interval=4', 'eval_iters=2', 'batch_size=4',
+        'progress=false', 'sample_tokens=0', 'precision=fp32', 'device=cpu', 'corpus=pydoc', 'warmup_iters=1', 'log_interval=1']
+FT = ['max_iters=6', 'eval_interval=3', 'sft_items=300', 'sft_eval_items=16', 'log_interval=1', 'lr_decay_iters=6', 'warmup_iters=1']
+
+@pytest.fixture(scope='module')
+def base(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('base')
+    main(['train', *TINY, f'out_dir={tmp}', 'name=base'])
+    return tmp/'base'
+
+def write_jsonl(path, rows):
+    path.write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    return path
+
+def rows(n=400):
+    out = [{'messages': [{'role': 'user', 'content': 'x' * (60 + i)}, {'role': 'assistant', 'content': 'long answer ' * 5}]} for i in range(40)]
+    for i in range(n):
+        a, b = i % 37, i % 11
+        out.append({'prompt': f'{a}+{b}', 'completion': str(a + b)} if i % 2 else
+                   {'messages': [{'role': 'system', 'content': 'add'}, {'role': 'user', 'content': f'{a}+{b}'}, {'role': 'assistant', 'content': str(a + b)}]})
+    return out
+
+def losses(rd):
+    df = pd.read_csv(rd/'metrics.csv')
+    return df.dropna(subset=['train_loss'])['train_loss'].tolist()
+
+def test_finetune_a_jsonl_file_and_use_the_run_folder(base, tmp_path, capsys):
+    from llmtrain.training import load_run
+    from llmtrain.cli import generate_cmd, export_cmd
+    data = write_jsonl(tmp_path/'sums.jsonl', rows())
+    main(['finetune', '--run', str(base), f'data={data}', *FT, f'out_dir={tmp_path}', 'name=ft'])
+    out = capsys.readouterr().out
+    rd = tmp_path/'ft'
+    for f in ('config.yaml', 'tokenizer.json', 'model.safetensors', 'ckpt.pt', 'metrics.csv', 'sft_data.json', 'sft_eval.json'):
+        assert (rd/f).is_file(), f
+    ev, st = json.loads((rd/'sft_eval.json').read_text()), json.loads((rd/'sft_data.json').read_text())
+    assert 'exact match on' in out and 'truncated' in out
+    assert 0 <= ev['exact_match'] <= 1 and ev['n'] > 0 and ev['val_loss'] > 0
+    assert st['train']['truncated'] > 0 and st['train']['padding'] * 3 < st['train']['padding_unpacked']   # over-long rows counted
+    m, tok, cfg = load_run(rd)
+    bm, btok, _ = load_run(base)
+    assert tok.vocab_size == btok.vocab_size + 4 and '<|assistant|>' in tok.special_tokens and cfg.init_run == str(base)
+    assert m.config.vocab_size == tok.vocab_size
+    text = generate_cmd(run=str(rd), prompt='<|user|>3+4<|end|><|assistant|>', n=5, temperature=0, device='cpu')
+    assert text.startswith('<|user|>3+4')
+    from llmtrain.serve import load_chat_model, ChatSession
+    cm, ctok, _ = load_chat_model(str(rd))                 # what llmtrain chat and serve open
+    reply = ''.join(ChatSession(cm, ctok, temperature=0, max_tokens=6).reply('3+4'))
+    assert isinstance(reply, str) and '<|end|>' not in reply
+    hf = export_cmd(run=str(rd), to=str(tmp_path/'hf'))
+    from transformers import AutoModelForCausalLM
+    hm = AutoModelForCausalLM.from_pretrained(hf).eval()
+    ids = torch.tensor([tok.encode('<|user|>12+5<|end|><|assistant|>')])
+    with torch.no_grad(): ours, theirs = m(ids, ids)[0], hm(ids).logits
+    assert (ours - theirs).abs().max() < 1e-4
+
+def test_resume_gives_the_same_losses(base, tmp_path):
+    common = ['--run', str(base), 'data=addition', *FT, f'out_dir={tmp_path}']
+    main(['finetune', *common, 'name=a'])
+    main(['finetune', *common, 'name=b', 'max_iters=3'])
+    main(['finetune', '--resume', str(tmp_path/'b'), 'max_iters=6'])
+    a, b = losses(tmp_path/'a'), losses(tmp_path/'b')
+    assert len(a) == len(b) == 6 and max(abs(x - y) for x, y in zip(a, b)) < 1e-6, (a, b)
+
+def test_a_bad_row_names_file_and_row(base, tmp_path, capsys):
+    r = rows(10)[40:]
+    r[2] = {'messages': [{'role': 'bot', 'content': 'hi'}, {'role': 'assistant', 'content': 'x'}]}
+    data = write_jsonl(tmp_path/'bad.jsonl', r)
+    with pytest.raises(SystemExit) as e: main(['finetune', '--run', str(base), f'data={data}', *FT, f'out_dir={tmp_path}'])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and 'bad.jsonl row 3' in err and "role 'bot'" in err
+    r[2] = {'messages': [{'role': 'user', 'content': 'hi'}]}
+    write_jsonl(data, r)
+    with pytest.raises(SystemExit): main(['finetune', '--run', str(base), f'data={data}', *FT, f'out_dir={tmp_path}'])
+    assert 'row 3: the conversation has no assistant turn' in capsys.readouterr().err
+    with pytest.raises(SystemExit): main(['train', *TINY, f'out_dir={tmp_path}', 'data=addition'])   # not silently language modelling
+    assert 'llmtrain finetune' in capsys.readouterr().err
+
+def test_recurrent_models_refuse_packing(tmp_path, capsys):
+    main(['train', *TINY, 'model=lstm', f'out_dir={tmp_path}', 'name=rnn'])
+    common = ['finetune', '--run', str(tmp_path/'rnn'), 'data=addition', *FT, f'out_dir={tmp_path}']
+    with pytest.raises(SystemExit): main(common)
+    assert 'pack=false' in capsys.readouterr().err
+    main([*common, 'pack=false', 'name=rnn-ft'])
+    assert json.loads((tmp_path/'rnn-ft'/'sft_data.json').read_text())['train']['padding'] == \
+           json.loads((tmp_path/'rnn-ft'/'sft_data.json').read_text())['train']['padding_unpacked']
+
+def launch(nproc, base, tmp, *args):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    cmd = ([sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={nproc}'] if nproc > 1 else [sys.executable])
+    cmd += ['-m', 'llmtrain.cli', 'finetune', f'init_run={base}', 'data=addition', 'max_iters=3', 'eval_interval=3', 'sft_items=400',
+            'sft_eval_items=16', 'log_interval=1', 'lr_decay_iters=3', 'warmup_iters=1', f'out_dir={tmp}', *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+
+def test_accumulation_and_processes_equal_one_big_batch(base, tmp_path):
+    from safetensors.torch import load_file
+    launch(1, base, tmp_path, 'batch_size=16', 'grad_accum=1', 'name=big')
+    launch(1, base, tmp_path, 'batch_size=4', 'grad_accum=4', 'name=acc')
+    launch(2, base, tmp_path, 'batch_size=4', 'grad_accum=2', 'name=ddp')
+    ref = losses(tmp_path/'big')
+    w = load_file(str(tmp_path/'big'/'model.safetensors'))
+    for name in ('acc', 'ddp'):
+        ls = losses(tmp_path/name)
+        assert len(ls) == 3 and max(abs(x - y) for x, y in zip(ref, ls)) < 1e-6, (name, ref, ls)
+        w2 = load_file(str(tmp_path/name/'model.safetensors'))
+        assert max((w[k] - w2[k]).abs().max().item() for k in w) < 1e-6, name

@@ -190,7 +190,7 @@ def _validate_lora(cfg):
     known = (*LORA_TARGETS, *sorted({s for v in LORA_TARGETS.values() for s in v} | {s.split('.')[-1] for v in LORA_TARGETS.values() for s in v}))
     names = [t.strip() for t in str(cfg.lora_targets).split(',') if t.strip()]
     if not names or (bad := [t for t in names if t not in known]):
-        raise ConfigError(f"lora_targets={cfg.lora_targets!r}: give a comma-separated list of {', '.join(known)} "
+        raise ConfigError(f"lora_targets={cfg.lora_targets!r}: {', '.join(bad) if names else 'nothing'} is not a LoRA target; give a comma-separated list of {', '.join(known)} "
                           "(e.g. lora_targets=attn, the q/k/v and output projections)")
     if r and cfg.model != 'gpt': raise ConfigError(f"lora_rank={r} adapts the Linear layers of a GPT; model={cfg.model!r} has none: use lora_rank=0")
 

@@ -136,14 +136,16 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None
 
 # %% ../nbs/10_cli.ipynb #ebce0d6b
 def export_cmd(run: Param("run folder, e.g. runs/<name> (required)", str) = None,
-               to: Param("the Hugging Face folder to write (required)", str) = None):
-    "Export a trained run as a Hugging Face folder (config.json, model.safetensors, tokenizer files) for transformers."
+               to: Param("the Hugging Face folder to write (required)", str) = None,
+               adapters: Param("a LoRA run: write its adapters in PEFT's layout (on the run's init_from, else on a base written to TO/base) instead of merged weights", store_true) = False):
+    "Export a trained run as a Hugging Face folder (config.json, model.safetensors, tokenizer files) for transformers; a LoRA run merged, or as PEFT adapters (--adapters)."
     from llmtrain.pretrained import save_pretrained
     from llmtrain.training import load_run
+    from llmtrain.lora import merge_lora, export_adapters
     if run is None or to is None: raise ConfigError("Pass the run and the folder to write: llmtrain export --run runs/<name> --to DIR")
-    model, tok, _ = load_run(run, 'cpu')
+    model, tok, cfg = load_run(run, 'cpu')
     if tok is None: raise ConfigError(f"{run} is an image classifier: export writes language models (model=gpt)")
-    out = save_pretrained(model, tok, to)
+    out = export_adapters(model, tok, to, cfg.init_from) if adapters else save_pretrained(merge_lora(model), tok, to)
     print(f"wrote {out}: {', '.join(sorted(p.name for p in out.iterdir()))}")
     return out
 

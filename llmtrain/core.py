@@ -10,12 +10,12 @@ from pathlib import Path
 import yaml
 
 # %% auto #0
-__all__ = ['OPTIMIZER_STATE_BYTES', 'LLMTrainError', 'ConfigError', 'DataError', 'CorpusNotFoundError', 'CheckpointError',
-           'DiskFullError', 'cache_dir', 'atomic_write', 'set_seed', 'TrainConfig', 'validate_config',
-           'parse_overrides', 'load_config', 'save_config', 'parse_bytes', 'cgroup_free', 'host_memory', 'cpu_has_bf16',
-           'act_bytes', 'optimizer_bytes', 'gpt_step_bytes', 'gpt_param_count', 'run_bytes', 'gpt_run_memory',
-           'plan_memory', 'ResourceError', 'memory_message', 'remember_vocab_size', 'known_vocab_size',
-           'precheck_memory']
+__all__ = ['LORA_TARGETS', 'OPTIMIZER_STATE_BYTES', 'LLMTrainError', 'ConfigError', 'DataError', 'CorpusNotFoundError',
+           'CheckpointError', 'DiskFullError', 'cache_dir', 'atomic_write', 'set_seed', 'TrainConfig',
+           'validate_config', 'parse_overrides', 'load_config', 'save_config', 'parse_bytes', 'cgroup_free',
+           'host_memory', 'cpu_has_bf16', 'act_bytes', 'optimizer_bytes', 'gpt_step_bytes', 'gpt_param_count',
+           'run_bytes', 'gpt_run_memory', 'plan_memory', 'ResourceError', 'memory_message', 'remember_vocab_size',
+           'known_vocab_size', 'precheck_memory']
 
 # %% ../nbs/00_core.ipynb #0cdcd7ad
 class LLMTrainError(Exception):
@@ -169,6 +169,11 @@ class TrainConfig:
     sft_items: int = 20000                     # training conversations kept (a generated set is endless)
     sft_eval_items: int = 1000                 # validation and test conversations kept; the test ones are scored by exact match at the end
     skill_format: str = 'plain'                # generated additions: plain (123+45 -> 168) | aligned (123+045 -> 8610: padded, sum reversed; chapter 6b)
+    # LoRA adapters (chapter 2c)
+    lora_rank: int = 0                         # rank r of the LoRA adapters; 0: off (every parameter trains)
+    lora_alpha: float = 16.0                   # LoRA scale alpha: the update is (alpha/r)·B·A
+    lora_dropout: float = 0.0                  # dropout on the input of the LoRA branch
+    lora_targets: str = 'attn'                 # comma-separated: attn | mlp | all, or module-name suffixes (c_attn, c_proj, c_fc, attn.c_proj, mlp.c_proj)
 
     def __post_init__(self): validate_config(self)
 
@@ -181,6 +186,26 @@ _CHOICES = dict(precision=('auto', 'fp32', 'bf16', 'fp16'), nan_policy=('stop', 
 
 # %% ../nbs/00_core.ipynb #81192cec
 _POSITIVE = 'n_layer n_head n_embd block_size max_iters grad_accum eval_interval eval_iters log_interval'.split()
+
+# %% ../nbs/00_core.ipynb #360d55f8
+LORA_TARGETS = dict(attn=('attn.c_attn', 'attn.c_proj'), mlp=('mlp.c_fc', 'mlp.c_proj'),
+                    all=('attn.c_attn', 'attn.c_proj', 'mlp.c_fc', 'mlp.c_proj'))   # lora_targets groups -> GPT module-name suffixes
+
+
+# %% ../nbs/00_core.ipynb #cdc18f65
+def _validate_lora(cfg):
+    "Raise `ConfigError` for out-of-range `lora_*` fields (chapter 2c)."
+    r = cfg.lora_rank
+    if not isinstance(r, int) or isinstance(r, bool) or r < 0: raise ConfigError(f"lora_rank={r!r} must be an integer >= 0 (0: no LoRA)")
+    if not cfg.lora_alpha > 0: raise ConfigError(f"lora_alpha={cfg.lora_alpha} must be > 0 (the LoRA update is scaled by lora_alpha/lora_rank)")
+    if not 0 <= cfg.lora_dropout < 1: raise ConfigError(f"lora_dropout={cfg.lora_dropout} must be in [0, 1)")
+    known = (*LORA_TARGETS, *sorted({s for v in LORA_TARGETS.values() for s in v} | {s.split('.')[-1] for v in LORA_TARGETS.values() for s in v}))
+    names = [t.strip() for t in str(cfg.lora_targets).split(',') if t.strip()]
+    if not names or (bad := [t for t in names if t not in known]):
+        raise ConfigError(f"lora_targets={cfg.lora_targets!r}: {', '.join(bad) if names else 'nothing'} is not a LoRA target; give a comma-separated list of {', '.join(known)} "
+                          "(e.g. lora_targets=attn, the q/k/v and output projections)")
+    if r and cfg.model != 'gpt': raise ConfigError(f"lora_rank={r} adapts the Linear layers of a GPT; model={cfg.model!r} has none: use lora_rank=0")
+
 
 # %% ../nbs/00_core.ipynb #7d66e64e
 _CHOICES.update(overlong=('truncate', 'drop'), chat_template=('auto', 'llmtrain'), skill_format=('plain', 'aligned'))   # fine-tuning (chapter 6b)
@@ -219,6 +244,7 @@ def validate_config(cfg):
     if cfg.n_kv_head is not None and cfg.n_head % cfg.n_kv_head:
         raise ConfigError(f"n_kv_head={cfg.n_kv_head} must divide n_head={cfg.n_head} (each key/value head serves a group of query heads)")
     if not cfg.rope_base > 0: raise ConfigError(f"rope_base={cfg.rope_base} must be > 0")
+    _validate_lora(cfg)
 
 # %% ../nbs/00_core.ipynb #53f9fe24
 def _field_types():

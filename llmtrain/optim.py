@@ -111,7 +111,8 @@ class AdamW(Adam):
 # %% ../nbs/04_optimizers.ipynb #7e26f4e6
 def param_groups(model, weight_decay, muon: bool = False):
     "Two AdamW groups: decay for linear/conv/recurrent weight matrices, none for biases, norms and embedding-only tables; `muon=True` moves the hidden `nn.Linear` matrices into a first group flagged `muon`."
-    decay_ids = {id(m.weight) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))}
+    decay_ids = {id(p) for m in model.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))     # their weights (and LoRA's A, B)
+                 for n, p in m.named_parameters(recurse=False) if n != 'bias'}
     decay_ids |= {id(p) for m in model.modules() if isinstance(m, nn.RNNBase)           # recurrent weight matrices
                   for n, p in m.named_parameters(recurse=False) if n.startswith('weight')}
     params = [p for p in model.parameters() if p.requires_grad]

@@ -320,6 +320,9 @@ def save_pretrained(model, tokenizer, folder, model_type=None) -> Path:
     from llmtrain.preprocessing import hf_tokenizer_files
     if not isinstance(model, GPT):
         raise ConfigError(f"save_pretrained writes llmtrain GPTs; a {type(model).__name__} has no transformers counterpart (train model=gpt)")
+    if any(n.endswith('.lora_A') for n, _ in model.named_parameters()):          # chapter 2c: never drop adapters silently
+        raise ConfigError("The model has unmerged LoRA adapters: save_pretrained(merge_lora(model), ...) writes them merged in, "
+                          "unload_lora(model) leaves the base without them, save_adapters(model, DIR) writes them in PEFT's layout")
     c = model.config
     mt = export_model_type(c, model_type or getattr(model, 'hf_model_type', None))
     if tokenizer is not None and tokenizer.vocab_size > c.vocab_size:

@@ -285,6 +285,7 @@ def model_memory(cfg, vocab_size: int, image_shape=None, micro_batch=None, preci
     def one(c):
         with _meta_build():
             m = create_model(c, vocab_size, image_shape)
+            from llmtrain.lora import apply_lora_from_config; m = apply_lora_from_config(m, c)   # chapter 2c: a frozen base, trainable adapters
             P = sum(p.numel() for p in m.parameters())
             trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
             if isinstance(m, GPT): r = gpt_memory(m.config, B, precision, device)

@@ -778,6 +778,7 @@ def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
         remember_vocab_size(cfg, data.tokenizer.vocab_size)    # for the command line's memory check before torch (chapter 0)
         cfg, plan = check_memory(cfg, data.tokenizer.vocab_size, device=device)   # the memory planner (chapter 5), before the model and batches exist
         model = create_model(cfg, data.tokenizer.vocab_size)
+    from llmtrain.lora import apply_lora_from_config; model = apply_lora_from_config(model, cfg)   # chapter 2c: LoRA (lora_rank > 0) freezes the base
     Sampler = SequentialWindows if cfg.sampler == 'sequential' else RandomWindows
     train_b = Sampler(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
     # evaluation batches of the global batch size, shared out whole among the processes: the same score on any world size
@@ -922,6 +923,7 @@ def load_run(run, device='cpu', weights='auto', images=None):
     else:
         tok = load_tokenizer(rd/'tokenizer.json')
         model = create_model(cfg, tok.vocab_size)
+    from llmtrain.lora import apply_lora_from_config; model = apply_lora_from_config(model, cfg)   # chapter 2c: a LoRA run's adapters, then its weights
     return load_weights(model, path).to(device).eval(), tok, cfg
 
 # %% ../nbs/06_training.ipynb #0c90e0ca

@@ -561,7 +561,7 @@ def _lock_file(f, unlock=False):
 # %% ../nbs/06_training.ipynb #c24a0024
 @contextlib.contextmanager
 def run_lock(run_dir):
-    "Hold the exclusive writer's lock of `run_dir` (`_lock_file` of `run_dir/.lock`, freed by the kernel when the process dies); re-entrant. Held elsewhere: `RunLockedError`."
+    "Hold the exclusive writer's lock of `run_dir` (an OS file lock on `run_dir/.lock`, freed by the kernel when the process dies); re-entrant. Held elsewhere: `RunLockedError`."
     rd = Path(run_dir); rd.mkdir(parents=True, exist_ok=True)
     key = str(rd.resolve())
     if key in _HELD:

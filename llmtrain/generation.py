@@ -207,8 +207,8 @@ def _encode_prompt(tokenizer, prompt, device):
 
 # %% ../nbs/09a_generation.ipynb #274dd682
 def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
-                    stop=(), seed=0, device='cpu', use_cache=True) -> typing.Iterator[str]:
-    "Yield the text generated after `prompt` piece by piece: at most `max_new_tokens` tokens, ending before the first `stop` string."
+                    stop=(), seed=0, device='cpu', use_cache=True, compile=False) -> typing.Iterator[str]:
+    "Yield the text generated after `prompt` piece by piece: at most `max_new_tokens` tokens, ending before the first `stop` string; `compile`: see `next_logits_fn`."
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")
     device = torch.device(device)
@@ -218,7 +218,7 @@ def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperatu
     if eot is None: eot = tokenizer.special_tokens.get('<|endoftext|>')
     gen = torch.Generator(device=device).manual_seed(seed)
     out = StopText(tokenizer, stop)
-    for tok in token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache):
+    for tok in token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache, compile=compile):
         t = int(tok[0, 0])
         if t == eot: break
         if piece := out.push(t): yield piece
@@ -227,9 +227,9 @@ def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperatu
 
 # %% ../nbs/09a_generation.ipynb #112ccd49
 def generate_text(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
-                  stop=(), seed=0, device='cpu', use_cache=True) -> str:
+                  stop=(), seed=0, device='cpu', use_cache=True, compile=False) -> str:
     "The text `generate_stream` yields, joined (the prompt not included)."
-    return ''.join(generate_stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, stop, seed, device, use_cache))
+    return ''.join(generate_stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, stop, seed, device, use_cache, compile))
 
 # %% ../nbs/09a_generation.ipynb #5e7d0c21
 class StopText:

@@ -73,7 +73,8 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = 
                  seed: Param("random seed", int) = 0,
                  device: Param("device", str) = 'auto',
                  stream: Param("print tokens as they are generated", store_true) = False,
-                 no_cache: Param("recompute the whole context for every token (no KV cache)", store_true) = False):
+                 no_cache: Param("recompute the whole context for every token (no KV cache)", store_true) = False,
+                 compile: Param("compile the one-token step over a static KV cache (seconds of compiling; pays off for long outputs)", store_true) = False):
     "Sample text from a trained run or a Hugging Face model (printed whole, or streamed with --stream)."
     from llmtrain.resources import resolve_device
     from llmtrain.generation import generate_stream
@@ -82,7 +83,7 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = 
     m, tok, _ = load_model(run, model, dev)
     if tok is None: raise ConfigError(f"{run} is an image classifier: it does not generate text (use llmtrain eval --run {run})")
     stops = tuple(s.encode('utf-8').decode('unicode_escape') for s in stop or ())
-    pieces = generate_stream(m, tok, prompt, n, temperature, top_k, top_p, stops, seed, dev, not no_cache)
+    pieces = generate_stream(m, tok, prompt, n, temperature, top_k, top_p, stops, seed, dev, not no_cache, compile)
     print(prompt, end='', flush=True)
     out = [prompt]
     for piece in pieces:
@@ -157,13 +158,14 @@ def chat_cmd(run: Param("run folder, e.g. runs/<name>", str) = None,
              top_p: Param("nucleus sampling: keep the most likely tokens up to this probability", float) = None,
              max_tokens: Param("longest reply, in tokens", int) = 256,
              seed: Param("random seed", int) = 0,
-             device: Param("device", str) = 'auto'):
+             device: Param("device", str) = 'auto',
+             compile: Param("compile the one-token step over a static KV cache (seconds of compiling once; each reply then decodes faster)", store_true) = False):
     "Talk to a trained model in the terminal: replies stream in; /reset, /system TEXT, /quit; Ctrl-C stops a reply."
     from llmtrain.resources import resolve_device
     from llmtrain.serve import load_chat_model, ChatSession, chat_loop
     dev = resolve_device(device)
     m, tok, name = load_chat_model(run, model, dev)
-    session = ChatSession(m, tok, system=system, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, device=dev)
+    session = ChatSession(m, tok, system=system, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed, device=dev, compile=compile)
     print(f"chatting with {name} (context {session.block} tokens)")
     import signal
     signal.signal(signal.SIGINT, signal.default_int_handler)   # Ctrl-C stops a reply even where the shell started us ignoring SIGINT

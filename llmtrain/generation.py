@@ -46,10 +46,10 @@ def filter_logits(logits, temperature=1.0, top_k=None, top_p=None) -> torch.Tens
 
 # %% ../nbs/09a_generation.ipynb #2268fdd0
 def sample_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None) -> torch.Tensor:
-    "The next token `(B, 1)` from last-position `logits` `(B, V)`: arg-max at temperature 0, else drawn with `generator`."
+    "The next token `(B, 1)` from last-position `logits` `(B, V)`: arg-max at temperature 0, else drawn with `generator`: the draw `torch.multinomial(probs, 1)` makes (arg-max of p/q, q ~ Exp(1)), without its input checks, which wait for the device."
     if temperature == 0: return logits.argmax(-1, keepdim=True)
     probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator)
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(-1, keepdim=True)
 
 # %% ../nbs/09a_generation.ipynb #48872763
 def _is_recurrent(model) -> bool: return bool(getattr(model, 'recurrent', False))
@@ -136,12 +136,14 @@ def token_stream(model, idx, max_new_tokens=256, temperature=1.0, top_k=None, to
     eos = None if eos is None else torch.tensor([eos] if isinstance(eos, int) else list(eos), device=idx.device)
     every = stop_every or (1 if idx.device.type == 'cpu' else 16)
     done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
+    T, buf = idx.size(1), idx.new_empty(idx.size(0), idx.size(1) + max_new_tokens)   # the context and every new token, allocated once
+    buf[:, :T] = idx
     for i in range(max_new_tokens):
-        nxt = sample_token(step(idx), temperature, top_k, top_p, generator)
+        nxt = sample_token(step(buf[:, :T + i]), temperature, top_k, top_p, generator)
         if eos is not None:
             nxt = torch.where(done, eos[0], nxt)
             done = done | torch.isin(nxt, eos)
-        idx = torch.cat([idx, nxt], dim=1)
+        buf[:, T + i:T + i + 1] = nxt
         yield nxt
         if eos is not None and (i + 1) % every == 0 and bool(done.all()): return
 
@@ -205,8 +207,8 @@ def _encode_prompt(tokenizer, prompt, device):
 
 # %% ../nbs/09a_generation.ipynb #274dd682
 def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
-                    stop=(), seed=0, device='cpu', use_cache=True) -> typing.Iterator[str]:
-    "Yield the text generated after `prompt` piece by piece: at most `max_new_tokens` tokens, ending before the first `stop` string."
+                    stop=(), seed=0, device='cpu', use_cache=True, compile=False) -> typing.Iterator[str]:
+    "Yield the text generated after `prompt` piece by piece: at most `max_new_tokens` tokens, ending before the first `stop` string; `compile`: see `next_logits_fn`."
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ConfigError(f"max_new_tokens={max_new_tokens!r} must be a non-negative integer")
     device = torch.device(device)
@@ -216,7 +218,7 @@ def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperatu
     if eot is None: eot = tokenizer.special_tokens.get('<|endoftext|>')
     gen = torch.Generator(device=device).manual_seed(seed)
     out = StopText(tokenizer, stop)
-    for tok in token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache):
+    for tok in token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, gen, use_cache, compile=compile):
         t = int(tok[0, 0])
         if t == eot: break
         if piece := out.push(t): yield piece
@@ -225,9 +227,9 @@ def generate_stream(model, tokenizer, prompt='\n', max_new_tokens=256, temperatu
 
 # %% ../nbs/09a_generation.ipynb #112ccd49
 def generate_text(model, tokenizer, prompt='\n', max_new_tokens=256, temperature=0.8, top_k=None, top_p=None,
-                  stop=(), seed=0, device='cpu', use_cache=True) -> str:
+                  stop=(), seed=0, device='cpu', use_cache=True, compile=False) -> str:
     "The text `generate_stream` yields, joined (the prompt not included)."
-    return ''.join(generate_stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, stop, seed, device, use_cache))
+    return ''.join(generate_stream(model, tokenizer, prompt, max_new_tokens, temperature, top_k, top_p, stop, seed, device, use_cache, compile))
 
 # %% ../nbs/09a_generation.ipynb #5e7d0c21
 class StopText:

@@ -163,8 +163,7 @@ class CausalSelfAttention(nn.Module):
         "Queries `(B, n_head, T, head_dim)`, keys and values `(B, n_kv_head, T, head_dim)` of `x`; queries and keys rotated by `rope`."
         B, T, C = x.shape
         hd, kv = self.head_dim, self.n_kv_head
-        q, k, v = self.c_attn(x).split([self.n_head * hd, kv * hd, kv * hd], dim=2)
-        q, k, v = (t.view(B, T, -1, hd).transpose(1, 2) for t in (q, k, v))
+        q, k, v = self.c_attn(x).view(B, T, -1, hd).transpose(1, 2).split([self.n_head, kv, kv], dim=1)   # views: three ops, not seven
         if rope is not None: q, k = apply_rope(q, *rope), apply_rope(k, *rope)
         return q, k, v
 

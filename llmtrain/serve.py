@@ -407,9 +407,10 @@ class ServerThread:
 
 # %% ../nbs/09c_chat.ipynb #ca1c19f3
 class ChatSession:
-    "A conversation with `model`: `reply(text)` yields the answer's pieces; the history is kept within the context (`dropped`: turns dropped for the last reply)."
-    def __init__(self, model, tokenizer, template=None, system=None, temperature=0.8, top_p=None, max_tokens=256, seed=0, device='cpu'):
+    "A conversation with `model`: `reply(text)` yields the answer's pieces; the history is kept within the context (`dropped`: turns dropped for the last reply); `compile`: one-token steps compiled (`next_logits_fn`)."
+    def __init__(self, model, tokenizer, template=None, system=None, temperature=0.8, top_p=None, max_tokens=256, seed=0, device='cpu', compile=False):
         self.model, self.tok, self.template = model, tokenizer, template or chat_template_for(tokenizer)
+        self.compile = compile
         self.system, self.temperature, self.top_p, self.max_tokens, self.device = system, temperature, top_p, max_tokens, torch.device(device)
         self.block = getattr(getattr(model, 'config', None), 'block_size', None) or 1 << 30
         self.reserve = max(1, min(max_tokens, self.block // 2))     # context kept free for the reply
@@ -437,7 +438,7 @@ class ChatSession:
         stop_ids = self.template.stop_ids
         try:
             for t in token_stream(self.model, torch.tensor([ids], device=self.device), self.max_tokens, self.temperature,
-                                  None, self.top_p, self.gen):
+                                  None, self.top_p, self.gen, compile=self.compile):
                 t = int(t)
                 if t in stop_ids: break
                 if piece := out.push(t): parts.append(piece); yield piece

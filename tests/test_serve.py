@@ -226,3 +226,14 @@ def test_a_hugging_face_folder_chats_and_serves_like_its_run(run_dir, loaded, tm
             model='hf', messages=[{'role': 'user', 'content': 'hello'}], max_tokens=24, temperature=0)
         assert r.choices[0].message.content == want
     finally: p.terminate(); p.wait(timeout=20)
+
+def test_compile_switch_gives_the_eager_text(run_dir, loaded, capsys):
+    "`llmtrain generate --compile` and `llmtrain chat --compile` (a `ChatSession(compile=True)`): the eager text, greedy, over two turns."
+    from llmtrain.cli import main
+    from llmtrain.serve import ChatSession
+    args = ['generate', '--run', str(run_dir), '--prompt', 'def ', '--n', '40', '--temperature', '0', '--device', 'cpu']
+    main(args); eager = capsys.readouterr().out
+    main(args + ['--compile']); assert capsys.readouterr().out == eager
+    model, tok, _ = loaded
+    a, b = ChatSession(model, tok, temperature=0, max_tokens=30), ChatSession(model, tok, temperature=0, max_tokens=30, compile=True)
+    for text in ('hello', 'and a tuple?'): assert ''.join(b.reply(text)) == ''.join(a.reply(text))

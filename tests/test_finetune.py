@@ -116,3 +116,68 @@ def test_accumulation_and_processes_equal_one_big_batch(base, tmp_path):
         assert len(ls) == 3 and max(abs(x - y) for x, y in zip(ref, ls)) < 1e-6, (name, ref, ls)
         w2 = load_file(str(tmp_path/name/'model.safetensors'))
         assert max((w[k] - w2[k]).abs().max().item() for k in w) < 1e-6, name
+
+LLAMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+                   "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"
+                   "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}")
+
+def sum_convs(n=300):
+    return [[{'role': 'system', 'content': 'You add numbers.'}, {'role': 'user', 'content': f'What is {i % 23} plus {i % 7}?'},
+             {'role': 'assistant', 'content': f'It is {i % 23 + i % 7}.'}] for i in range(n)]
+
+def tiny_hf_chat_model(folder):
+    "A random Llama with a byte-level BPE tokenizer and a Llama-3 style chat template, saved as transformers saves it."
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    special = ['<|begin_of_text|>', '<|start_header_id|>', '<|end_header_id|>', '<|eot_id|>']
+    tk = Tokenizer(models.BPE())
+    tk.pre_tokenizer, tk.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
+    text = [m['content'] for c in sum_convs() for m in c] + ['system user assistant\n\n']
+    tk.train_from_iterator(text, trainers.BpeTrainer(vocab_size=300, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    hf_tok = transformers.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token='<|begin_of_text|>', eos_token='<|eot_id|>',
+                                                  chat_template=LLAMA3_TEMPLATE)
+    torch.manual_seed(0)
+    m = transformers.LlamaForCausalLM(transformers.LlamaConfig(vocab_size=tk.get_vocab_size(), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        bos_token_id=tk.token_to_id('<|begin_of_text|>'), eos_token_id=tk.token_to_id('<|eot_id|>')))
+    m.save_pretrained(folder); hf_tok.save_pretrained(folder)
+    return hf_tok
+
+def test_finetune_a_transformers_model_end_to_end(tmp_path, capsys):
+    "--model DIR: the Jinja template's mask trains the reply and its <|eot_id|> only, its ids are apply_chat_template's; the run exports and transformers opens it with equal logits and the same template; chat works."
+    import transformers
+    from llmtrain.training import load_run
+    from llmtrain.finetune import template_for
+    from llmtrain.templates import JinjaTemplate
+    from llmtrain.cli import export_cmd
+    hf_tok = tiny_hf_chat_model(tmp_path/'llama')
+    data = write_jsonl(tmp_path/'sums.jsonl', [{'messages': c} for c in sum_convs()])
+    main(['finetune', '--model', str(tmp_path/'llama'), f'data={data}', *FT, 'block_size=64', 'batch_size=4', 'eval_iters=2',
+          'progress=false', 'sample_tokens=0', 'precision=fp32', 'device=cpu', f'out_dir={tmp_path}', 'name=ft'])
+    rd = tmp_path/'ft'
+    m, tok, cfg = load_run(rd)
+    t = template_for(cfg, tok)
+    assert isinstance(t, JinjaTemplate)
+    for conv in sum_convs(5) + [sum_convs(2)[0] + [{'role': 'user', 'content': 'And 2 plus 2?'}, {'role': 'assistant', 'content': 'It is 4.'}]]:
+        ids, mask = t.encode(conv)
+        assert ids == list(hf_tok.apply_chat_template(conv, tokenize=True, return_dict=False))
+        trained = [i for i, k in zip(ids, mask) if k]
+        want = ''.join(mm['content'] + '<|eot_id|>' for mm in conv if mm['role'] == 'assistant')
+        assert hf_tok.decode(trained) == want and trained[-1] == hf_tok.eos_token_id
+    ev = json.loads((rd/'sft_eval.json').read_text())
+    assert ev['n'] > 0 and ev['val_loss'] > 0
+    hf = export_cmd(run=str(rd), to=str(tmp_path/'hf'))
+    hm = transformers.AutoModelForCausalLM.from_pretrained(hf).eval()
+    tok2 = transformers.AutoTokenizer.from_pretrained(hf)
+    conv = sum_convs(3)[2]
+    ids = tok2.apply_chat_template(conv[:-1], tokenize=True, add_generation_prompt=True, return_dict=False)
+    assert ids == t.encode(conv[:-1], add_generation_prompt=True)[0]        # the template travels with the export
+    x = torch.tensor([ids])
+    with torch.no_grad(): ours, theirs = m(x, x)[0], hm(x).logits
+    assert (ours - theirs).abs().max() < 1e-4
+    from llmtrain.serve import load_chat_model, ChatSession
+    cm, ctok, _ = load_chat_model(str(rd))
+    s = ChatSession(cm, ctok, temperature=0, max_tokens=6)
+    assert isinstance(s.template, JinjaTemplate)
+    reply = ''.join(s.reply('What is 3 plus 4?'))
+    assert isinstance(reply, str) and '<|eot_id|>' not in reply

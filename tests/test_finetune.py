@@ -181,3 +181,21 @@ def test_finetune_a_transformers_model_end_to_end(tmp_path, capsys):
     assert isinstance(s.template, JinjaTemplate)
     reply = ''.join(s.reply('What is 3 plus 4?'))
     assert isinstance(reply, str) and '<|eot_id|>' not in reply
+
+def test_an_oversized_finetune_stops_before_the_base_is_loaded(base, tmp_path, monkeypatch, capsys):
+    "The memory planner (chapter 5) runs first, for a run folder and for a Hugging Face folder: ResourceError, nothing loaded."
+    from llmtrain import finetune as ft
+    from llmtrain.resources import ResourceError
+    tiny_hf_chat_model(tmp_path/'llama')
+    def forbidden(*a, **k): raise AssertionError('the base was loaded before the memory check')
+    monkeypatch.setattr(ft, 'load_base', forbidden)
+    for src in (dict(run=str(base)), dict(model=str(tmp_path/'llama'))):
+        cfg = ft.finetune_config(**src, overrides=['data=addition', 'batch_size=100000000', 'device=cpu', f'out_dir={tmp_path}'])
+        with pytest.raises(ResourceError, match='largest micro-batch'): ft.finetune(cfg)
+    monkeypatch.setenv('LLMTRAIN_MEMORY_LIMIT', '1MB')                 # from the shell: the error, exit code 2
+    with pytest.raises(SystemExit) as e: main(['finetune', '--run', str(base), 'data=addition', 'device=cpu', f'out_dir={tmp_path}'])
+    assert e.value.code == 2 and 'does not fit in memory' in capsys.readouterr().err
+    monkeypatch.delenv('LLMTRAIN_MEMORY_LIMIT')
+    cfg, plan = ft.check_sft_memory(ft.finetune_config(run=str(base), overrides=['data=addition', 'batch_size=auto',
+                                    'tokens_per_step=192', 'device=cpu']), 'cpu')            # auto: 192 tokens = 4 rows of 48
+    assert plan['fits'] and cfg.batch_size * cfg.grad_accum == 4

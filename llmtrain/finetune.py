@@ -16,7 +16,7 @@ __all__ = ['SKILL_FORMATS', 'SFT_SETS', 'row_messages', 'read_rows', 'read_conve
            'skill_conversations', 'pydoc_qa', 'shakespeare_dialogue', 'conversations', 'encode_example', 'pack_rows',
            'build_rows', 'Batch', 'row_batch', 'PackedBatches', 'resize_vocab', 'load_base', 'template_for', 'sft_data',
            'check_sft_memory', 'sft_trainer', 'sft_summary', 'generate_replies', 'exact_match', 'masked_loss',
-           'sft_report', 'finetune', 'finetune_config']
+           'sft_report', 'evaluate_sft', 'finetune', 'finetune_config']
 
 # %% ../nbs/06b_finetune.ipynb #92d9827e
 def row_messages(row, where='row') -> list[dict]:
@@ -430,6 +430,25 @@ def sft_report(t) -> dict:
     if t.run_dir is not None:
         with atomic_write(t.run_dir/'sft_eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res
+
+# %% ../nbs/06b_finetune.ipynb #b2d1f6a2
+def evaluate_sft(model, tok, data, cfg=None, limit=None, batch_size=32, max_new_tokens=None) -> dict:
+    "Exact match of greedy replies and masked loss of `model` (tokenizer `tok`, run config `cfg` or None) on held-out conversations `data`: every row of a user's `.jsonl`/`.parquet` file, or the test split of a built-in set; over-long ones are dropped and counted; replies of `max_new_tokens` (default: the longest answer's + 2). What `llmtrain eval --sft` reports."
+    cfg = cfg or TrainConfig(block_size=model.config.block_size)
+    template = template_for(cfg, tok)
+    limit = limit or (None if Path(str(data)).suffix else cfg.sft_eval_items)
+    convs = (c for c in conversations(data, cfg.seed, cfg.skill_format) if Path(str(data)).suffix or split_of(c) == 'test')
+    kept, examples, stats = [], [], {}
+    for c in itertools.islice(convs, limit):
+        if (e := encode_example(template, c, cfg.block_size, 'drop', stats)) is not None: kept.append(c); examples.append(e)
+    if not kept: raise DataError(f"no conversation of {data} fits block_size={cfg.block_size}: {stats}")
+    pack = not getattr(model, 'recurrent', False)
+    rows = build_rows(examples, cfg.block_size, pack)
+    dev = next(model.parameters()).device
+    rows = {k: to_device(rows[k], dev) for k in ('x', 'y', 'doc')}
+    batches = [row_batch(rows, slice(i, i + batch_size), pack) for i in range(0, len(rows['x']), batch_size)]
+    return dict(data=str(data), val_loss=masked_loss(model, batches), dropped=stats.get('dropped', 0)) | exact_match(model, template, kept, max_new_tokens)
+
 
 # %% ../nbs/06b_finetune.ipynb #76ae8c6a
 def finetune(cfg: TrainConfig, resume=None, callbacks=()):

@@ -199,3 +199,30 @@ def test_an_oversized_finetune_stops_before_the_base_is_loaded(base, tmp_path, m
     cfg, plan = ft.check_sft_memory(ft.finetune_config(run=str(base), overrides=['data=addition', 'batch_size=auto',
                                     'tokens_per_step=192', 'device=cpu']), 'cpu')            # auto: 192 tokens = 4 rows of 48
     assert plan['fits'] and cfg.batch_size * cfg.grad_accum == 4
+
+def test_eval_sft_scores_a_users_file(base, tmp_path, capsys):
+    "`llmtrain eval --sft FILE`: exact match over every row (half the targets are the model's own greedy replies: 50%), the masked loss as a per-token mean computed by hand; built-in sets give their test split."
+    import torch.nn.functional as F
+    from llmtrain.training import load_run
+    from llmtrain.finetune import generate_replies, template_for, evaluate_sft
+    m, tok, cfg = load_run(base)
+    t = template_for(cfg, tok)
+    convs = [[{'role': 'user', 'content': f'{i}+{i + 1}'}, {'role': 'assistant', 'content': str(2 * i + 1)}] for i in range(10)]
+    replies = generate_replies(m, t, convs, 6)
+    rows = [{'messages': c[:-1] + [{'role': 'assistant', 'content': r if k % 2 else r + 'x'}]} for k, (c, r) in enumerate(zip(convs, replies))]
+    data = write_jsonl(tmp_path/'held_out.jsonl', rows)
+    main(['eval', '--run', str(base), '--sft', str(data)])
+    assert 'exact match on 10 conversations' in capsys.readouterr().out
+    res = json.loads((base/'eval.json').read_text())
+    assert res == json.loads(json.dumps({'run': str(base)} | evaluate_sft(m, tok, str(data), cfg))), res
+    assert res['n'] == 10 and evaluate_sft(m, tok, str(data), cfg, max_new_tokens=6)['exact_match'] == 0.5
+    tot = n = 0
+    with torch.no_grad():
+        for r in rows:
+            ids, mask = t.encode(r['messages'])
+            x = torch.tensor([ids[:-1]]); logits = m(x, x)[0][0]
+            keep = torch.tensor(mask[1:]).bool()
+            tot += F.cross_entropy(logits[keep], torch.tensor(ids[1:])[keep], reduction='sum').item(); n += int(keep.sum())
+    assert abs(res['val_loss'] - tot / n) < 1e-4, (res['val_loss'], tot / n)
+    r2 = evaluate_sft(m, tok, 'addition', cfg, limit=12)
+    assert r2['n'] == 12 and 0 <= r2['exact_match'] <= 1

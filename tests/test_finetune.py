@@ -1,7 +1,8 @@
 """Fine-tuning (chapter 6b) end to end through the `llmtrain` command: a tiny base run, `llmtrain finetune` on a JSONL
 file and on a built-in set, the run folder with `generate`/`export`/`load_run` (transformers opens the export), exact
 resume, bad rows, RNNs and packing, and the token-weighted loss: 1 process x 4 accumulation steps = 2 processes x 2
-steps (torchrun, gloo) = one big batch."""
+steps (torchrun, gloo) = one big batch, and exact resume under torchrun; a transformers model end to end
+(--model DIR), the memory planner first, and `llmtrain eval --sft`."""
 import json, os, subprocess, sys
 from pathlib import Path
 import pandas as pd
@@ -116,6 +117,13 @@ def test_accumulation_and_processes_equal_one_big_batch(base, tmp_path):
         assert len(ls) == 3 and max(abs(x - y) for x, y in zip(ref, ls)) < 1e-6, (name, ref, ls)
         w2 = load_file(str(tmp_path/name/'model.safetensors'))
         assert max((w[k] - w2[k]).abs().max().item() for k in w) < 1e-6, name
+    # and resuming under torchrun is exact: 2 processes, 2 iterations, then --resume to 3, equal 'ddp' (3 in one go)
+    launch(2, base, tmp_path, 'batch_size=4', 'grad_accum=2', 'name=cut', 'max_iters=2', 'eval_interval=2')
+    launch(2, base, tmp_path, '--resume', str(tmp_path/'cut'), 'batch_size=4', 'grad_accum=2', 'name=cut')
+    ls = losses(tmp_path/'cut')
+    assert len(ls) == 3 and max(abs(x - y) for x, y in zip(ref, ls)) < 1e-6, ('resume', ref, ls)
+    w2 = load_file(str(tmp_path/'cut'/'model.safetensors'))
+    assert max((w[k] - w2[k]).abs().max().item() for k in w) < 1e-6, 'resume'
 
 LLAMA3_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
                    "{{ m['content'] | trim }}<|eot_id|>{% endfor %}"

@@ -93,6 +93,22 @@ def generate_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = 
     print()
     return ''.join(out)
 
+# %% ../nbs/10_cli.ipynb #c3e2a7b1
+def _eval_sft(run, model, data, limit, dev) -> dict:
+    "`llmtrain eval --sft`: `evaluate_sft` of a run or Hugging Face model on held-out conversations, printed and (for a run) written to eval.json."
+    from llmtrain.core import atomic_write
+    from llmtrain.training import load_model
+    from llmtrain.finetune import evaluate_sft
+    m, tok, cfg = load_model(run, model, dev)
+    if tok is None: raise ConfigError(f"{run} is an image classifier: --sft scores chat models")
+    res = dict(run=str(run or model)) | evaluate_sft(m, tok, data, cfg, limit)
+    print(f"exact match on {res['n']} conversations of {data}: {res['exact_match']:.1%}; masked loss {res['val_loss']:.4f}"
+          + (f" ({res['dropped']} longer than block_size dropped)" if res['dropped'] else ''))
+    if run is not None:
+        with atomic_write(Path(run)/'eval.json') as f: f.write_text(json.dumps(res, indent=1))
+    return res
+
+
 # %% ../nbs/10_cli.ipynb #51674119
 def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None,
              model: Param("a Hugging Face folder or hub id to evaluate instead of a run", str) = None,
@@ -103,7 +119,8 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None
              device: Param("device", str) = 'auto',
              tasks: Param("comma-separated in-context tasks: pydoc_cloze, shakespeare_speaker, addition, reversal, letter_count, or task .yaml files", str) = None,
              limit: Param("at most this many items per task", int) = None,
-             fewshot: Param("few-shot examples per prompt (default: each task's own)", int) = None):
+             fewshot: Param("few-shot examples per prompt (default: each task's own)", int) = None,
+             sft: Param("a .jsonl/.parquet file of held-out conversations (or a built-in set): exact match and masked loss of the replies", str) = None):
     "Evaluate a trained run or a Hugging Face model: loss, perplexity, bits per character/byte, next-token accuracy, task scores (--tasks); accuracy and F1 for images."
     import json
     from llmtrain.core import atomic_write
@@ -115,6 +132,7 @@ def eval_cmd(run: Param("run folder, e.g. runs/<name> (or --model)", str) = None
     from llmtrain.tasks import run_tasks, task_table
     if split not in ('val', 'train'): raise ConfigError(f"split={split!r}: use val or train")
     dev = resolve_device(device)
+    if sft is not None: return _eval_sft(run, model, sft, limit, dev)            # chapter 6b: a chat model on conversations
     cfg = run_config(run) if run is not None else None
     images = prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed) if cfg and cfg.model in CNN_MODELS else None  # loaded once
     m, tok, _ = load_model(run, model, dev) if images is None else load_run(run, dev, images=images)

@@ -15,8 +15,8 @@ from .templates import check_messages, ChatTemplate, LLMTrainTemplate, chat_temp
 __all__ = ['SKILL_FORMATS', 'SFT_SETS', 'row_messages', 'read_rows', 'read_conversations', 'split_of', 'arithmetic_examples',
            'skill_conversations', 'pydoc_qa', 'shakespeare_dialogue', 'conversations', 'encode_example', 'pack_rows',
            'build_rows', 'Batch', 'row_batch', 'PackedBatches', 'resize_vocab', 'load_base', 'template_for', 'sft_data',
-           'sft_trainer', 'sft_summary', 'generate_replies', 'exact_match', 'masked_loss', 'sft_report', 'finetune',
-           'finetune_config']
+           'check_sft_memory', 'sft_trainer', 'sft_summary', 'generate_replies', 'exact_match', 'masked_loss',
+           'sft_report', 'evaluate_sft', 'finetune', 'finetune_config']
 
 # %% ../nbs/06b_finetune.ipynb #92d9827e
 def row_messages(row, where='row') -> list[dict]:
@@ -230,7 +230,7 @@ class PackedBatches:
     "Endless batches of `batch_size` rows of `rows` (`build_rows`), in shuffled epochs; under torchrun each process takes its slice of every `batch_size × world` rows."
     def __init__(self, rows: dict, batch_size: int, seed=0, device='cpu', rank=0, world=1, pack=True):
         self.rows = {k: to_device(rows[k], device) for k in ('x', 'y', 'doc')}
-        self.n, self.bs, self.seed, self.rank, self.world, self.pack = len(rows['x']), batch_size, seed, rank, world, pack
+        self.n, self.batch_size, self.seed, self.rank, self.world, self.pack = len(rows['x']), batch_size, seed, rank, world, pack
         if self.n < batch_size * world:
             raise ConfigError(f"{self.n} training rows cannot fill a batch of {batch_size} × {world} process(es); lower batch_size or add data")
         self.epoch, self.pos, self._perm = 0, 0, None
@@ -241,9 +241,9 @@ class PackedBatches:
         return self._perm
     def __iter__(self): return self
     def __next__(self):
-        step = self.bs * self.world
+        step, bs = self.batch_size * self.world, self.batch_size
         if self.pos + step > self.n: self.epoch, self.pos, self._perm = self.epoch + 1, 0, None
-        i = self._order()[self.pos + self.rank * self.bs: self.pos + (self.rank + 1) * self.bs]
+        i = self._order()[self.pos + self.rank * bs: self.pos + (self.rank + 1) * bs]
         self.pos += step
         return row_batch(self.rows, i, self.pack)
     def state_dict(self): return {'epoch': self.epoch, 'pos': self.pos}
@@ -316,12 +316,33 @@ def sft_data(cfg, template: ChatTemplate) -> dict:
         if not out[s]: raise DataError(f"data={cfg.data!r} gives no {s} conversation that fits (block_size={cfg.block_size}, overlong={cfg.overlong}): {stats[s]}")
     return dict(**out, stats=stats)
 
+# %% ../nbs/06b_finetune.ipynb #a1c0e5f2
+def check_sft_memory(cfg: TrainConfig, device) -> tuple:
+    "Chapter 5's `check_memory` on a fine-tuning run before its base is loaded: `(cfg, plan)` for the base's shape and vocabulary (the run's config and tokenizer, chat tokens added; or the Hugging Face config.json); `batch_size=auto` resolved."
+    import dataclasses
+    from llmtrain.resources import check_memory
+    if cfg.init_run:
+        from llmtrain.preprocessing import load_tokenizer
+        tok = load_tokenizer(Path(cfg.init_run)/'tokenizer.json')
+        shape, vocab = cfg, (tok if cfg.init_from else add_chat_tokens(tok)).vocab_size
+    elif cfg.init_from:
+        from llmtrain.pretrained import resolve_source, read_hf_config, gpt_config_from_hf
+        c = gpt_config_from_hf(read_hf_config(resolve_source(cfg.init_from)))
+        keys = ('n_layer', 'n_head', 'n_embd', 'bias', 'tie_weights', 'pos_emb', 'norm', 'mlp', 'n_kv_head', 'attn_bias', 'qkv_bias', 'rope_base')
+        shape, vocab = dataclasses.replace(cfg, model='gpt', **{k: getattr(c, k) for k in keys}), c.vocab_size
+    else: return cfg, None                               # load_base says what is missing
+    shape, plan = check_memory(shape, vocab, device=device)
+    return dataclasses.replace(cfg, batch_size=shape.batch_size, grad_accum=shape.grad_accum), plan
+
+
 # %% ../nbs/06b_finetune.ipynb #29722178
 def sft_trainer(cfg: TrainConfig, run_dir, device, callbacks=()):
     "A `Trainer` that fine-tunes the base model of `cfg` on the conversations of `cfg.data` (packed rows with document masks unless `pack=false`)."
     from llmtrain.resources import dist_env
     from llmtrain.training import Trainer
+    from llmtrain.resources import confirm_plan
     rank, _, world = dist_env()
+    cfg, plan = check_sft_memory(cfg, device)          # the memory planner (chapter 5), before the base is loaded
     model, tok = load_base(cfg)
     if cfg.pack and getattr(model, 'recurrent', False):
         raise ConfigError(f"model={cfg.model} is recurrent: its state would flow from one packed conversation into the next; use pack=false")
@@ -334,7 +355,7 @@ def sft_trainer(cfg: TrainConfig, run_dir, device, callbacks=()):
     train_b = PackedBatches(rows['train'], cfg.batch_size, cfg.seed, device, rank, world, cfg.pack)
     v, gb = {k: to_device(rows['val'][k], device) for k in ('x', 'y', 'doc')}, cfg.batch_size * world
     eval_b = [row_batch(v, slice(i, i + gb), cfg.pack) for i in range(0, min(len(v['x']), gb * cfg.eval_iters), gb)]   # global batches
-    t = Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=tok)
+    t = confirm_plan(Trainer(model, train_b, eval_b, cfg, run_dir=run_dir, callbacks=callbacks, tokenizer=tok), plan)
     t.template, t.sft = template, data
     if t.is_main:
         print(sft_summary(data['stats']))
@@ -409,6 +430,25 @@ def sft_report(t) -> dict:
     if t.run_dir is not None:
         with atomic_write(t.run_dir/'sft_eval.json') as f: f.write_text(json.dumps(res, indent=1))
     return res
+
+# %% ../nbs/06b_finetune.ipynb #b2d1f6a2
+def evaluate_sft(model, tok, data, cfg=None, limit=None, batch_size=32, max_new_tokens=None) -> dict:
+    "Exact match of greedy replies and masked loss of `model` (tokenizer `tok`, run config `cfg` or None) on held-out conversations `data`: every row of a user's `.jsonl`/`.parquet` file, or the test split of a built-in set; over-long ones are dropped and counted; replies of `max_new_tokens` (default: the longest answer's + 2). What `llmtrain eval --sft` reports."
+    cfg = cfg or TrainConfig(block_size=model.config.block_size)
+    template = template_for(cfg, tok)
+    limit = limit or (None if Path(str(data)).suffix else cfg.sft_eval_items)
+    convs = (c for c in conversations(data, cfg.seed, cfg.skill_format) if Path(str(data)).suffix or split_of(c) == 'test')
+    kept, examples, stats = [], [], {}
+    for c in itertools.islice(convs, limit):
+        if (e := encode_example(template, c, cfg.block_size, 'drop', stats)) is not None: kept.append(c); examples.append(e)
+    if not kept: raise DataError(f"no conversation of {data} fits block_size={cfg.block_size}: {stats}")
+    pack = not getattr(model, 'recurrent', False)
+    rows = build_rows(examples, cfg.block_size, pack)
+    dev = next(model.parameters()).device
+    rows = {k: to_device(rows[k], dev) for k in ('x', 'y', 'doc')}
+    batches = [row_batch(rows, slice(i, i + batch_size), pack) for i in range(0, len(rows['x']), batch_size)]
+    return dict(data=str(data), val_loss=masked_loss(model, batches), dropped=stats.get('dropped', 0)) | exact_match(model, template, kept, max_new_tokens)
+
 
 # %% ../nbs/06b_finetune.ipynb #76ae8c6a
 def finetune(cfg: TrainConfig, resume=None, callbacks=()):

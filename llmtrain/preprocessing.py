@@ -735,8 +735,20 @@ class HFTokenizer(BPETokenizer):
         if (folder/'tokenizer_config.json').is_file():
             try: cfg = json.loads((folder/'tokenizer_config.json').read_text(encoding='utf-8'))
             except (json.JSONDecodeError, UnicodeDecodeError) as e: raise DataError(f"{folder/'tokenizer_config.json'} is not valid JSON ({e})") from None
+        if 'chat_template' not in cfg and (folder/'chat_template.jinja').is_file():      # transformers 5 writes it beside the config
+            cfg['chat_template'] = (folder/'chat_template.jinja').read_text(encoding='utf-8')
         sp = {k: _token_text(cfg.get(f'{k}_token')) for k in ('bos', 'eos', 'pad', 'unk')}
         return cls(hf, **sp, config=cfg)
+
+    @property
+    def chat_template(self):
+        "The model's Jinja chat template (tokenizer_config.json or chat_template.jinja; of named ones, 'default'), or None."
+        t = self.config.get('chat_template')
+        return next((x['template'] for x in t if x.get('name') == 'default'), None) if isinstance(t, list) else t
+    @property
+    def special_tokens_map(self) -> dict:
+        "`bos_token`, `eos_token`, ... as a chat template reads them."
+        return {f'{k}_token': v for k in ('bos', 'eos', 'pad', 'unk') if (v := getattr(self, k)) is not None}
 
     def _id(self, t): return None if t is None else self.hf.token_to_id(t)
     @property

@@ -176,14 +176,18 @@ class JinjaTemplate(ChatTemplate):
         return segs + [(full[len(done):], False)]
 
     def _tokenize(self, segs):
-        if not callable(self.tok) or not hasattr(self.tok, 'convert_ids_to_tokens'): return super()._tokenize(segs)
-        text, spans, at = '', [], 0                       # a transformers tokenizer: the whole text at once, flagged by offsets
+        hf = callable(self.tok) and hasattr(self.tok, 'convert_ids_to_tokens')      # a transformers tokenizer
+        if not hf and getattr(self.tok, 'kind', None) != 'hf': return super()._tokenize(segs)
+        text, spans, at = '', [], 0                       # the whole text at once, as transformers encodes it, flagged by offsets
         for s, trained in segs:
             if trained: spans.append((at, at + len(s)))
             text += s; at += len(s)
-        enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
-        mask = [int(any(a <= st < b for a, b in spans)) for st, _ in enc['offset_mapping']]
-        return list(enc['input_ids']), mask
+        if hf:
+            enc = self.tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids, offsets = list(enc['input_ids']), enc['offset_mapping']
+        else:                                             # an imported model's tokenizer.json (`HFTokenizer`)
+            enc = self.tok.hf.encode(text, add_special_tokens=False); ids, offsets = enc.ids, enc.offsets
+        return ids, [int(any(a <= st < b for a, b in spans)) for st, _ in offsets]
 
     @property
     def stop_ids(self):

@@ -174,6 +174,7 @@ class TrainConfig:
     lora_alpha: float = 16.0                   # LoRA scale alpha: the update is (alpha/r)·B·A
     lora_dropout: float = 0.0                  # dropout on the input of the LoRA branch
     lora_targets: str = 'attn'                 # comma-separated: attn | mlp | all, or module-name suffixes (c_attn, c_proj, c_fc, attn.c_proj, mlp.c_proj)
+    lora_train_embeddings: bool = False        # with LoRA, also train the token embedding and output head (PEFT's modules_to_save): the rows of chat tokens added for fine-tuning start random
 
     def __post_init__(self): validate_config(self)
 

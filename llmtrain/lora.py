@@ -69,19 +69,20 @@ def _set_module(model, name, new):
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 # %% ../nbs/02c_lora.ipynb #1ecb2203
-def apply_lora(model, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets='attn'):
-    "Freeze every parameter of the GPT `model` and wrap the `targets` Linear layers (see `lora_target_names`) in `LoRALinear` adapters of `rank`; in place, returns `model`."
+def apply_lora(model, rank: int = 8, alpha: float = 16.0, dropout: float = 0.0, targets='attn', train_embeddings=False):
+    "Freeze every parameter of the GPT `model` and wrap the `targets` Linear layers (see `lora_target_names`) in `LoRALinear` adapters of `rank`; `train_embeddings`: the token embedding and output head train too. In place, returns `model`."
     if lora_modules(model): raise ConfigError("The model already has LoRA adapters; merge_lora(model) or unload_lora(model) first, or train these")
     names = lora_target_names(model, targets)
     model.requires_grad_(False)
     for n in names: _set_module(model, n, LoRALinear(model.get_submodule(n), rank, alpha, dropout))
+    if train_embeddings: model.transformer.wte.requires_grad_(True); model.lm_head.requires_grad_(True)
     return model
 
 # %% ../nbs/02c_lora.ipynb #904289b3
 def apply_lora_from_config(model, cfg):
-    "`apply_lora` with `cfg.lora_rank`, `lora_alpha`, `lora_dropout`, `lora_targets`; `model` untouched when `cfg.lora_rank == 0`."
+    "`apply_lora` with `cfg.lora_rank`, `lora_alpha`, `lora_dropout`, `lora_targets`, `lora_train_embeddings`; `model` untouched when `cfg.lora_rank == 0`."
     if not getattr(cfg, 'lora_rank', 0): return model
-    return apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets)
+    return apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, getattr(cfg, 'lora_train_embeddings', False))
 
 # %% ../nbs/02c_lora.ipynb #1154b0d8
 def lora_state_dict(model) -> dict:
@@ -133,6 +134,13 @@ def _peft_targets(adapted, every) -> list:
             if all(m in adapted for m in every if m == s or m.endswith('.' + s)): out.add(s); break
     return sorted(out)
 
+# %% ../nbs/02c_lora.ipynb #c4e1a9b2
+def _check_adapters_only(model):
+    "Raise `ConfigError` when `model` trained more than its adapters (`lora_train_embeddings`): PEFT adapters alone would not be the model."
+    if model.transformer.wte.weight.requires_grad or model.lm_head.weight.requires_grad:
+        raise ConfigError("The model trained its embeddings too (lora_train_embeddings=true): its adapters alone are not the model; "
+                          "export it merged (llmtrain export without --adapters, or merge_lora and save_pretrained)")
+
 # %% ../nbs/02c_lora.ipynb #8a2aae94
 def save_adapters(model, folder, model_type=None, base_model_name_or_path=None) -> Path:
     "Write `model`'s LoRA adapters in PEFT's layout (`adapter_config.json` + `adapter_model.safetensors`) for the Hugging Face model that `save_pretrained` exports; a fused q/k/v (gate/up) adapter is split: each part keeps A and gets its rows of B."
@@ -140,6 +148,7 @@ def save_adapters(model, folder, model_type=None, base_model_name_or_path=None) 
     from llmtrain.pretrained import export_model_type, hf_layout
     mods = lora_modules(model)
     if not mods: raise ConfigError("The model has no LoRA adapters to save (apply_lora, or a run with lora_rank > 0); save_pretrained writes a whole model")
+    _check_adapters_only(model)
     mt = export_model_type(model.config, model_type or getattr(model, 'hf_model_type', None))
     state, ranks, alphas = {}, {}, {}
     for n, (hf_names, rows) in peft_layout(model, mt).items():
@@ -167,6 +176,7 @@ def export_adapters(model, tokenizer, folder, base=None) -> Path:
     import copy
     from llmtrain.pretrained import save_pretrained
     if not lora_modules(model): raise ConfigError("The model has no LoRA adapters (train with lora_rank > 0); export it whole instead (llmtrain export without --adapters)")
+    _check_adapters_only(model)
     folder = Path(folder)
     if base is None: base = save_pretrained(unload_lora(copy.deepcopy(model)), tokenizer, folder/'base').resolve()
     return save_adapters(model, folder, base_model_name_or_path=base)

@@ -864,7 +864,8 @@ def finish_run(t: Trainer):
     if t.cfg.sample_tokens and t.tokenizer is not None:
         model = t.raw_model
         if t.world > 1:                                  # a plain single-process copy for sampling
-            model = create_model(t.cfg, t.tokenizer.vocab_size).to(t.device); model.load_state_dict(state)
+            from llmtrain.lora import apply_lora_from_config          # a LoRA run's state holds its adapters
+            model = apply_lora_from_config(create_model(t.cfg, t.tokenizer.vocab_size), t.cfg).to(t.device); model.load_state_dict(state)
         t.sample = generate_text(model, t.tokenizer, '\n', t.cfg.sample_tokens, seed=t.cfg.seed, device=t.device)
         with atomic_write(t.run_dir/'sample.txt') as f: f.write_text(t.sample, encoding='utf-8')
 

@@ -84,3 +84,26 @@ def test_an_image_run_in_two_processes_equals_one(single_images, tmp_path, strat
     assert max(abs(x - y) for x, y in zip(a_val, b_val)) < 1e-5
     ta, tb = (json.loads((d/'test.json').read_text()) for d in (single_images, tmp_path/'two'))
     assert ta['samples'] == tb['samples'] == 10_000 and abs(ta['accuracy'] - tb['accuracy']) < 1e-3
+
+LORA = ['lora_rank=4', 'lora_alpha=8', 'lora_targets=all', 'lr=1e-2', 'max_iters=8', 'lr_decay_iters=8', 'eval_interval=4']
+
+@pytest.fixture(scope='module')
+def single_lora(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('single_lora')
+    launch(1, 'batch_size=8', 'name=one', *LORA, tmp=tmp)
+    return tmp/'one'
+
+@pytest.mark.parametrize('strategy', ['ddp', 'fsdp'])
+def test_a_lora_run_in_two_processes_equals_one(single_lora, tmp_path, strategy):
+    "A LoRA run (frozen base, adapters only) under torchrun: the 1-process losses, and `load_run` opens the result with its adapters."
+    import torch
+    from llmtrain.lora import lora_modules
+    from llmtrain.training import load_run
+    launch(2, 'batch_size=4', f'distributed={strategy}', 'name=two', *LORA, tmp=tmp_path)
+    (a_tr, a_val), (b_tr, b_val) = losses(single_lora), losses(tmp_path/'two')
+    assert len(a_tr) == len(b_tr) == 8 and a_tr[-1] < a_tr[0]
+    assert max(abs(x - y) for x, y in zip(a_tr + a_val, b_tr + b_val)) < 1e-5, (a_tr, b_tr)
+    (m1, _, _), (m2, tok, _) = load_run(single_lora), load_run(tmp_path/'two')
+    assert len(lora_modules(m2)) == 8 and (tmp_path/'two'/'sample.txt').is_file()
+    x = torch.tensor([tok.encode('def f(x):')])
+    torch.testing.assert_close(m1(x)[0], m2(x)[0], atol=1e-5, rtol=0)

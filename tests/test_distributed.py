@@ -50,20 +50,28 @@ def test_a_one_process_checkpoint_resumes_in_two(single, tmp_path):
 
 MUON = ['optimizer=muon', 'lr=3e-3', 'muon_lr=0.02']
 
-@pytest.fixture(scope='module')
-def single_muon(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('single_muon')
-    launch(1, 'batch_size=8', 'name=one', *MUON, tmp=tmp)
+def one_process(tmp_path_factory, name, *args):
+    "A 1-process run (batch 8) of `args` in a fresh module-wide folder: the reference of a 2-process comparison."
+    tmp = tmp_path_factory.mktemp(name)
+    launch(1, 'batch_size=8', 'name=one', *args, tmp=tmp)
     return tmp/'one'
+
+def two_equal_one(single, tmp_path, strategy, n, *args):
+    "Run `args` in 2 processes (batch 4 each) under `strategy`; assert `n` train losses and the val losses equal `single`'s to 1e-5."
+    launch(2, 'batch_size=4', f'distributed={strategy}', 'name=two', *args, tmp=tmp_path)
+    (a_tr, a_val), (b_tr, b_val) = losses(single), losses(tmp_path/'two')
+    assert len(a_tr) == len(b_tr) == n and a_tr[-1] < a_tr[0], (a_tr, b_tr)
+    assert max(abs(x - y) for x, y in zip(a_tr + a_val, b_tr + b_val)) < 1e-5, (a_tr, b_tr)
+    return a_tr
+
+@pytest.fixture(scope='module')
+def single_muon(tmp_path_factory): return one_process(tmp_path_factory, 'single_muon', *MUON)
 
 @pytest.mark.parametrize('strategy', ['ddp', 'fsdp'])
 def test_muon_in_two_processes_equals_one(single_muon, tmp_path, strategy):
     "Muon under DDP, and under FSDP2 (each process gathers a sharded matrix, orthogonalises it whole, keeps its rows)."
-    launch(2, 'batch_size=4', f'distributed={strategy}', 'name=two', *MUON, tmp=tmp_path)
-    (a_tr, a_val), (b_tr, b_val) = losses(single_muon), losses(tmp_path/'two')
-    assert len(a_tr) == len(b_tr) == 20 and a_tr[-1] < a_tr[0] - 0.5
-    assert max(abs(x - y) for x, y in zip(a_tr, b_tr)) < 1e-5, (a_tr, b_tr)
-    assert max(abs(x - y) for x, y in zip(a_val, b_val)) < 1e-5
+    a_tr = two_equal_one(single_muon, tmp_path, strategy, 20, *MUON)
+    assert a_tr[-1] < a_tr[0] - 0.5
 
 IMAGES = ['model=seed_cnn', 'corpus=fashion-mnist', 'optimizer=adam', 'lr=1e-3', 'weight_decay=0', 'schedule=constant',
           'warmup_iters=0', 'max_iters=12', 'eval_interval=6', 'log_interval=1', 'precision=fp32', 'device=cpu',
@@ -88,10 +96,7 @@ def test_an_image_run_in_two_processes_equals_one(single_images, tmp_path, strat
 LORA = ['lora_rank=4', 'lora_alpha=8', 'lora_targets=all', 'lr=1e-2', 'max_iters=8', 'lr_decay_iters=8', 'eval_interval=4']
 
 @pytest.fixture(scope='module')
-def single_lora(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('single_lora')
-    launch(1, 'batch_size=8', 'name=one', *LORA, tmp=tmp)
-    return tmp/'one'
+def single_lora(tmp_path_factory): return one_process(tmp_path_factory, 'single_lora', *LORA)
 
 @pytest.mark.parametrize('strategy', ['ddp', 'fsdp'])
 def test_a_lora_run_in_two_processes_equals_one(single_lora, tmp_path, strategy):
@@ -99,10 +104,7 @@ def test_a_lora_run_in_two_processes_equals_one(single_lora, tmp_path, strategy)
     import torch
     from llmtrain.lora import lora_modules
     from llmtrain.training import load_run
-    launch(2, 'batch_size=4', f'distributed={strategy}', 'name=two', *LORA, tmp=tmp_path)
-    (a_tr, a_val), (b_tr, b_val) = losses(single_lora), losses(tmp_path/'two')
-    assert len(a_tr) == len(b_tr) == 8 and a_tr[-1] < a_tr[0]
-    assert max(abs(x - y) for x, y in zip(a_tr + a_val, b_tr + b_val)) < 1e-5, (a_tr, b_tr)
+    two_equal_one(single_lora, tmp_path, strategy, 8, *LORA)
     (m1, _, _), (m2, tok, _) = load_run(single_lora), load_run(tmp_path/'two')
     assert len(lora_modules(m2)) == 8 and (tmp_path/'two'/'sample.txt').is_file()
     x = torch.tensor([tok.encode('def f(x):')])

@@ -436,8 +436,10 @@ def evaluate_sft(model, tok, data, cfg=None, limit=None, batch_size=32, max_new_
     "Exact match of greedy replies and masked loss of `model` (tokenizer `tok`, run config `cfg` or None) on held-out conversations `data`: every row of a user's `.jsonl`/`.parquet` file, or the test split of a built-in set; over-long ones are dropped and counted; replies of `max_new_tokens` (default: the longest answer's + 2). What `llmtrain eval --sft` reports."
     cfg = cfg or TrainConfig(block_size=model.config.block_size)
     template = template_for(cfg, tok)
-    limit = limit or (None if Path(str(data)).suffix else cfg.sft_eval_items)
-    convs = (c for c in conversations(data, cfg.seed, cfg.skill_format) if Path(str(data)).suffix or split_of(c) == 'test')
+    files = [bool(Path(d).suffix) for d in str(data).split(',')]
+    if any(files) and not all(files): raise DataError(f"data={data!r} mixes files and built-in sets: score a file, or built-in sets, one call each")
+    limit = limit or (None if all(files) else cfg.sft_eval_items)   # a built-in set is endless: its first test items
+    convs = (c for c in conversations(data, cfg.seed, cfg.skill_format) if all(files) or split_of(c) == 'test')
     kept, examples, stats = [], [], {}
     for c in itertools.islice(convs, limit):
         if (e := encode_example(template, c, cfg.block_size, 'drop', stats)) is not None: kept.append(c); examples.append(e)

@@ -234,3 +234,6 @@ def test_eval_sft_scores_a_users_file(base, tmp_path, capsys):
     assert abs(res['val_loss'] - tot / n) < 1e-4, (res['val_loss'], tot / n)
     r2 = evaluate_sft(m, tok, 'addition', cfg, limit=12)
     assert r2['n'] == 12 and 0 <= r2['exact_match'] <= 1
+    from llmtrain.core import DataError
+    with pytest.raises(DataError, match='mixes files and built-in sets'):   # not an endless scan of the generated set
+        evaluate_sft(m, tok, f'addition,{data}', cfg)

@@ -596,7 +596,7 @@ def precheck_memory(cfg):
     if cfg.batch_size != 'auto' and cfg.memory_check != 'error': return
     if (cfg.model != 'gpt' or cfg.mlp != 'gelu' or cfg.init_from or cfg.optimizer == 'muon' or cfg.precision == 'fp16'
             or int(os.environ.get('WORLD_SIZE', 1)) > 1 or not _surely_cpu(cfg.device)): return
-    if any(getattr(cfg, f.name) != f.default for f in fields(cfg) if f.name.startswith(('lora', 'freeze', 'trainable'))): return   # frozen weights: counted by building the model
+    if cfg.lora_rank: return                           # frozen weights (LoRA): counted by building the model
     V = known_vocab_size(cfg)
     if V is None: return
     def memory(c, b, p): return gpt_run_memory(c, V, b, p, 1, matmul_attention=p == 'bf16' and c.block_size <= _MATMUL_ATTENTION_MAX_T)

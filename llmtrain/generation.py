@@ -158,7 +158,7 @@ def generate_ids(model, idx, max_new_tokens=256, temperature=1.0, top_k=None, to
                  use_cache=True, eos=None, compile=False) -> torch.Tensor:
     "The context `idx` `(B, T)` followed by `max_new_tokens` sampled tokens (fewer when every row reached `eos`): `(B, T + new)`; `compile`: see `next_logits_fn`."
     new = list(token_stream(model, idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache, eos, compile, stop_every=16))
-    if eos is not None and new: new = [torch.cat(new, 1)[:, :_until_done(torch.cat(new, 1), eos)]]   # the stop was checked every 16 steps
+    if eos is not None and new: new = torch.cat(new, 1); new = [new[:, :_until_done(new, eos)]]   # the stop was checked every 16 steps
     return torch.cat([idx, *new], dim=1)
 
 # %% ../nbs/09a_generation.ipynb #c1b1ce9c

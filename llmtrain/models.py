@@ -320,16 +320,14 @@ class GPT(nn.Module):
             raise ConfigError(f"Input length {(int(start.max()) if torch.is_tensor(start) else start) + T} exceeds block_size={self.config.block_size}; crop the input")
         tr = self.transformer
         x = tr.wte(idx)
-        if torch.is_tensor(start):                       # per-row positions (B, T): each row of a serving batch at its own length
-            pos = start[:, None] + torch.arange(T, device=idx.device)
-            rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]) if self.config.pos_emb == 'rope' else None
-        else:
-            pos = torch.arange(start, start + T, device=idx.device)
-            rope = (self.rope_cos[start:start + T], self.rope_sin[start:start + T]) if self.config.pos_emb == 'rope' else None
         doc_mask = None
-        if doc is not None:                              # packed rows (chapter 6b): positions restart at each document
-            pos, doc_mask = document_positions(doc)
-            rope = (self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]) if self.config.pos_emb == 'rope' else None
+        if doc is not None: pos, doc_mask = document_positions(doc)   # packed rows (chapter 6b): positions restart at each document
+        elif torch.is_tensor(start): pos = start[:, None] + torch.arange(T, device=idx.device)   # per-row positions (B, T): each row of a serving batch at its own length
+        else: pos = torch.arange(start, start + T, device=idx.device)
+        rope = None
+        if self.config.pos_emb == 'rope':                # per-row positions gather their angles; one shared range slices them
+            rope = ((self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]) if pos.dim() == 2
+                    else (self.rope_cos[start:start + T], self.rope_sin[start:start + T]))
         if 'wpe' in tr: x = x + tr.wpe(pos)
         x = tr.drop(x)
         for block in tr.h: x = block(x, cache, rope, doc_mask)

@@ -8,9 +8,8 @@ import os, gc, time, math, json, copy, weakref, platform, contextlib, dataclasse
 from pathlib import Path
 import torch
 from .core import ConfigError, LLMTrainError, cache_dir, atomic_write
-from .core import (_UNITS, parse_bytes, _read_int, _reclaimable, cgroup_free, host_memory, cpu_has_bf16, _cpu_precisions,
-                           act_bytes, OPTIMIZER_STATE_BYTES, _static, optimizer_bytes, gpt_step_bytes, gpt_param_count, run_bytes,
-                           gpt_run_memory, _divisor_at_most, _smaller_shapes, plan_memory, ResourceError, _gib, memory_message)   # chapter 0: no torch
+from .core import (host_memory, cpu_has_bf16, _cpu_precisions, act_bytes, _static, optimizer_bytes, gpt_step_bytes,
+                           run_bytes, _divisor_at_most, plan_memory, ResourceError, _gib, memory_message)   # chapter 0: no torch
 from .optim import param_groups
 from .models import GPT, GPTConfig, RNNLM, RNNConfig, CNN_MODELS, create_model, num_params, uses_matmul_attention
 

@@ -172,17 +172,12 @@ class CausalSelfAttention(nn.Module):
         r = self.n_head // self.n_kv_head
         return (k, v) if r == 1 else (k.repeat_interleave(r, dim=1), v.repeat_interleave(r, dim=1))
 
-    def forward(self, x, cache=None, rope=None, doc_mask=None):
+    def forward(self, x, cache=None, rope=None, mask=None, causal=None):
+        "Attention of `x` `(B, T, C)`: causal, or by `mask` (True: may see; `doc_mask` of packed rows, or the cache's `attention_mask`, which `GPT` builds once for all layers)."
         B, T, C = x.shape
         q, k, v = self.heads(x, rope)
-        mask, causal = (None, T > 1) if doc_mask is None else (doc_mask, False)   # doc_mask: packed rows (document_positions)
-        if cache is not None:
-            past = cache.pos
-            k, v = cache.update(self.layer_idx, k, v)
-            if torch.is_tensor(past) or cache.static: mask, causal = cache.visible(T, k.size(2)), False   # per-row lengths (a serving batch), or a static cache's unwritten tail
-            elif past and T > 1:               # a chunk after a cached prefix: each new token sees the prefix and the chunk up to itself
-                mask, causal = torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(diagonal=past), False
-            elif past: causal = False        # one new token attends to everything cached
+        if causal is None: mask, causal = cache.attention_mask(T, x.device) if cache is not None else (mask, mask is None and T > 1)
+        if cache is not None: k, v = cache.update(self.layer_idx, k, v)
         k, v = self.expand_kv(k, v)          # the cache holds n_kv_head heads: grouped-query attention saves its memory
         y = attend(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
         return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, C)))
@@ -269,8 +264,8 @@ class Block(nn.Module):
         super().__init__()
         self.ln_1, self.attn = make_norm(c), CausalSelfAttention(c, layer_idx)
         self.ln_2, self.mlp = make_norm(c), (MLP(c) if c.mlp == 'gelu' else SwiGLU(c))
-    def forward(self, x, cache=None, rope=None, doc_mask=None):
-        x = x + self.attn(self.ln_1(x), cache, rope, doc_mask)
+    def forward(self, x, cache=None, rope=None, mask=None, causal=None):
+        x = x + self.attn(self.ln_1(x), cache, rope, mask, causal)
         return x + self.mlp(self.ln_2(x))
 
 # %% ../nbs/02_architectures.ipynb #e0334e9e
@@ -313,15 +308,17 @@ class GPT(nn.Module):
             if m.bias is not None: nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding): nn.init.normal_(m.weight, 0.0, 0.02)
 
-    def forward(self, idx, targets=None, cache=None, doc=None):
+    def hidden(self, idx, cache=None, doc=None):
+        "The final hidden states `(B, T, n_embd)` of `idx`, after the last norm: what `lm_head` turns into logits (a scorer applies it to the positions it needs only)."
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
         if not (torch.is_tensor(start) and cache.static) and (int(start.max()) if torch.is_tensor(start) else start) + T > self.config.block_size:   # a static cache's caller counts on the host: no sync
             raise ConfigError(f"Input length {(int(start.max()) if torch.is_tensor(start) else start) + T} exceeds block_size={self.config.block_size}; crop the input")
         tr = self.transformer
         x = tr.wte(idx)
-        doc_mask = None
-        if doc is not None: pos, doc_mask = document_positions(doc)   # packed rows (chapter 6b): positions restart at each document
+        if doc is not None and cache is not None: raise ConfigError("packed rows (doc=) cannot be decoded with a KV cache; pass one of them")
+        mask, causal = cache.attention_mask(T, idx.device) if cache is not None else (None, T > 1)   # once, for every layer
+        if doc is not None: (pos, mask), causal = document_positions(doc), False   # packed rows (chapter 6b): positions restart at each document
         elif torch.is_tensor(start): pos = start[:, None] + torch.arange(T, device=idx.device)   # per-row positions (B, T): each row of a serving batch at its own length
         else: pos = torch.arange(start, start + T, device=idx.device)
         rope = None
@@ -330,9 +327,12 @@ class GPT(nn.Module):
                     else (self.rope_cos[start:start + T], self.rope_sin[start:start + T]))
         if 'wpe' in tr: x = x + tr.wpe(pos)
         x = tr.drop(x)
-        for block in tr.h: x = block(x, cache, rope, doc_mask)
+        for block in tr.h: x = block(x, cache, rope, mask, causal)
         if cache is not None: cache.pos += T
-        x = tr.ln_f(x)
+        return tr.ln_f(x)
+
+    def forward(self, idx, targets=None, cache=None, doc=None):
+        x = self.hidden(idx, cache, doc)
         if targets is None: return self.lm_head(x[:, -1:, :]), None
         logits = self.lm_head(x)
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
@@ -363,12 +363,19 @@ class KVCache:
         if self.static: return self.k[layer], self.v[layer]
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
-    def visible(self, T: int, S: int) -> torch.Tensor:
+    def visible(self, T: int, S: int, device=None) -> torch.Tensor:
         "The mask, True where new query t may see key j (j <= pos + t): `(B, 1, T, S)` with per-row lengths, else `(T, S)`."
-        dev = self.k[0].device
+        dev = device if device is not None else self.k[0].device
         q = (self.pos[:, None] if torch.is_tensor(self.pos) else self.pos) + torch.arange(T, device=dev)
         m = torch.arange(S, device=dev) <= q[..., None]
         return m[:, None] if m.dim() == 3 else m
+
+    def attention_mask(self, T: int, device) -> tuple:
+        "`(attn_mask, is_causal)` for `T` new tokens after the cached ones, the same in every layer: one token sees everything cached; a chunk sees the prefix and itself causally; per-row lengths and a static cache's unwritten tail need the `visible` mask."
+        past = self.pos
+        if torch.is_tensor(past) or self.static: return self.visible(T, self.max_len if self.static else int(past.max()) + T, device), False
+        if past and T > 1: return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past), False
+        return None, T > 1 and not past
 
     def reset(self):
         "Empty the cache (a static cache's position tensor is zeroed in place: compiled steps keep reading it)."
@@ -425,11 +432,14 @@ class RNNLM(nn.Module):
                     if n.startswith('bias_ih'): p[H:2 * H] = 1.0
                     elif n.startswith('bias_hh'): p[H:2 * H] = 0.0
 
-    def forward(self, idx, targets=None, cache=None):
-        x = self.drop(self.wte(idx))
-        y, state = self.rnn(x, cache.state if cache is not None else None)
+    def hidden(self, idx, cache=None):
+        "The last layer's outputs `(B, T, n_embd)`: what `lm_head` turns into logits."
+        y, state = self.rnn(self.drop(self.wte(idx)), cache.state if cache is not None else None)
         if cache is not None: cache.state, cache.pos = state, cache.pos + idx.size(1)
-        y = self.drop(y)
+        return self.drop(y)
+
+    def forward(self, idx, targets=None, cache=None):
+        y = self.hidden(idx, cache)
         if targets is None: return self.lm_head(y[:, [-1], :]), None
         logits = self.lm_head(y)
         return logits, F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)

@@ -185,20 +185,26 @@ def truncated(ctx, cont, max_len) -> bool:
     return len(ctx) + len(cont) - 1 > max_len
 
 # %% ../nbs/07b_tasks.ipynb #fe0cf73d
-def _sum_logprobs(logits, y):
-    "`(log-likelihood, greedy)` of each row: the summed log-probabilities under `logits` `(B, T, V)` of the row's targets in `y` (-1: none), and whether each is the argmax."
+def _sum_logprobs(model, x, y, cache=None, greedy=True):
+    "`(log-likelihood, greedy)` of each row of `x` under `model`: the summed log-probabilities of the row's targets in `y` (-1: none), and whether each is the argmax (None unless `greedy`). The head runs on the targets' positions only, 256 at a time, so that the logits stay in the processor's cache."
     keep = y != -1
-    lp = logits[keep].float().log_softmax(-1)             # (kept tokens, V), rows in order
     t = y[keep]
-    tok_ll, hit = lp.gather(-1, t[:, None])[:, 0].double(), lp.argmax(-1) == t
+    if hasattr(model, 'hidden'): h, head = model.hidden(x, cache=cache)[keep], model.lm_head   # (kept tokens, n_embd), rows in order
+    else: h, head = model(x, y)[0][keep], (lambda z: z)  # a model that gives only logits
+    tok_ll = torch.empty(len(t), dtype=torch.float64, device=y.device)
+    miss = torch.zeros(len(t), dtype=torch.long, device=y.device)
+    for s in range(0, len(t), 256):
+        lp, tt = head(h[s:s + 256]).float().log_softmax(-1), t[s:s + 256]
+        tok_ll[s:s + 256] = lp.gather(-1, tt[:, None])[:, 0]
+        if greedy: miss[s:s + 256] = lp.argmax(-1) != tt
     row_of, n = keep.nonzero()[:, 0], y.size(0)
     ll = torch.zeros(n, dtype=torch.float64, device=y.device).index_add_(0, row_of, tok_ll)
-    miss = torch.zeros(n, dtype=torch.long, device=y.device).index_add_(0, row_of, (~hit).long())
-    return list(zip(ll.tolist(), (miss == 0).tolist()))
+    if not greedy: return [(v, None) for v in ll.tolist()]
+    return list(zip(ll.tolist(), (torch.zeros(n, dtype=torch.long, device=y.device).index_add_(0, row_of, miss) == 0).tolist()))
 
 # %% ../nbs/07b_tasks.ipynb #f3b64f35
 @torch.no_grad()
-def _score_rows(model, pairs, max_len, batch_size):
+def _score_rows(model, pairs, max_len, batch_size, greedy=True):
     "Log-likelihood and greediness of each `(ctx, cont)` pair, one row each (left-truncated to `max_len`), rows right-padded in batches."
     out, dev = [], _device(model)
     longest = max((min(len(c) + len(k), max_len + 1) for c, k in pairs), default=1)
@@ -214,7 +220,7 @@ def _score_rows(model, pairs, max_len, batch_size):
             x[r, :len(row) - 1] = torch.tensor(row[:-1])
             y[r, len(row) - 1 - len(k):len(row) - 1] = torch.tensor(k)
         x, y = x.to(dev), y.to(dev)
-        out += _sum_logprobs(model(x, y)[0], y)
+        out += _sum_logprobs(model, x, y, greedy=greedy)
     return out
 
 # %% ../nbs/07b_tasks.ipynb #f3d3d598
@@ -268,8 +274,8 @@ def _select_rows(c, idx):
 
 # %% ../nbs/07b_tasks.ipynb #36e554e2
 @torch.no_grad()
-def _score_groups(model, groups, max_len, batch_size):
-    "Log-likelihoods of the continuations of each `(ctx, conts)` group, many groups at a time (up to `batch_size` continuations): their contexts in one padded pass through the cache, then their continuations, sorted by length, in slices of a quarter of that."
+def _score_groups(model, groups, max_len, batch_size, greedy=True):
+    "Log-likelihoods of the continuations of each `(ctx, conts)` group, many groups at a time (up to `batch_size` continuations): their contexts in one padded pass through the cache, then their continuations, sorted by length, in slices of up to a quarter of that with at most 10% padding."
     dev, cfg = _device(model), model.config
     order = sorted(range(len(groups)), key=lambda g: (-len(groups[g][0]), -max(map(len, groups[g][1]))))   # similar lengths side by side: little padding
     out, b = [None] * len(groups), 0
@@ -278,18 +284,20 @@ def _score_groups(model, groups, max_len, batch_size):
         for g in order[b:]:
             c, ks = groups[g]
             r, C, K, n = rows + len(ks), max(lc, len(c)), max(lk, max(map(len, ks))), tok + len(c)
-            too_big = (r > batch_size or C - 1 + K > max_len or (len(part) + 1) * (C - 16) > 1.2 * n   # padding: at most 20% (or 16 tokens a row)
-                       or r * K * cfg.vocab_size > 1 << 25 or r * (C + K) * cfg.n_layer * cfg.n_embd > 1 << 26)   # logits of at most 32M floats, a cache of 64M
+            too_big = (r > batch_size or C - 1 + K > max_len or (len(part) + 1) * (C - 16) > 1.1 * n   # padding: at most 10% (or 16 tokens a row)
+                       or r * (C + K) * cfg.n_layer * cfg.n_embd > 1 << 26)   # a cache of at most 64M floats
             if part and too_big: break
             part.append(g); rows, lc, lk, tok = r, C, K, n
         b += len(part)
         cache = _prefill(model, [groups[g][0][:-1] for g in part], lc - 1 + lk)   # the last context token goes with the continuations
         for g in part: out[g] = [None] * len(groups[g][1])
         todo = sorted(((j, g, i) for j, g in enumerate(part) for i in range(len(groups[g][1]))), key=lambda t: -len(groups[t[1]][1][t[2]]))
-        step = max(1, batch_size // 4)                    # the continuations by length, in slices: little padding
-        for s in range(0, rows, step):
-            sl = todo[s:s + step]
-            T = len(groups[sl[0][1]][1][sl[0][2]])
+        lens = [len(groups[g][1][i]) for _, g, i in todo]
+        s, step = 0, max(1, batch_size // 4)
+        while s < rows:                                   # the continuations by length, in slices of at most `step` rows and 10% padding
+            T, e, n = lens[s], s + 1, lens[s]
+            while e < min(rows, s + step) and (e + 1 - s) * T <= 1.1 * (n + lens[e]): n, e = n + lens[e], e + 1
+            sl, s = todo[s:e], e
             x = torch.zeros(len(sl), T, dtype=torch.long)
             y = torch.full((len(sl), T), -1, dtype=torch.long)
             for r, (_, g, i) in enumerate(sl):
@@ -297,12 +305,12 @@ def _score_groups(model, groups, max_len, batch_size):
                 x[r, :len(k)], y[r, :len(k)] = torch.tensor([c[-1]] + k[:-1]), torch.tensor(k)
             x, y = x.to(dev), y.to(dev)
             c = _select_rows(copy.copy(cache), torch.tensor([j for j, _, _ in sl], device=dev))
-            for (_, g, i), r in zip(sl, _sum_logprobs(model(x, y, cache=c)[0], y)): out[g][i] = r
+            for (_, g, i), r in zip(sl, _sum_logprobs(model, x, y, c, greedy)): out[g][i] = r
     return out
 
 # %% ../nbs/07b_tasks.ipynb #0981f803
-def loglikelihoods(model, pairs, batch_size=64, share_prefix=True) -> list[tuple[float, bool]]:
-    "`(log-likelihood, greedy)` of each `(context ids, continuation ids)` pair under `model`, as lm-eval's `loglikelihood`; `share_prefix` scores each distinct context once, many contexts per batch."
+def loglikelihoods(model, pairs, batch_size=64, share_prefix=True, greedy=True) -> list[tuple[float, bool]]:
+    "`(log-likelihood, greedy)` of each `(context ids, continuation ids)` pair under `model`, as lm-eval's `loglikelihood`; `share_prefix` scores each distinct context once, many contexts per batch; without `greedy` (multiple choice needs only the log-likelihoods) the second value is None and the argmax is not computed."
     was = model.training; model.eval()
     L = max_length(model)
     out = [None] * len(pairs)
@@ -311,11 +319,11 @@ def loglikelihoods(model, pairs, batch_size=64, share_prefix=True) -> list[tuple
         for i, (c, k) in enumerate(pairs):
             c = c[max(0, len(c) + len(k) - 1 - L):]        # lm-eval's truncation, pair by pair: the context the model sees
             if share_prefix and new_cache(model) is not None and c and len(k) <= L: groups.setdefault(tuple(c), []).append(i)
-        res = _score_groups(model, [(list(c), [pairs[i][1] for i in idx]) for c, idx in groups.items()], L, batch_size)
+        res = _score_groups(model, [(list(c), [pairs[i][1] for i in idx]) for c, idx in groups.items()], L, batch_size, greedy)
         for idx, rs in zip(groups.values(), res):
             for i, r in zip(idx, rs): out[i] = r
         rest = [i for i in range(len(pairs)) if out[i] is None]
-        for i, r in zip(rest, _score_rows(model, [pairs[i] for i in rest], L, batch_size)): out[i] = r
+        for i, r in zip(rest, _score_rows(model, [pairs[i] for i in rest], L, batch_size, greedy)): out[i] = r
     finally: model.train(was)
     return out
 
@@ -341,7 +349,7 @@ def score_multiple_choice(model, tokenizer, task: Task, limit=None, batch_size=6
     "Accuracy (`acc`: the likeliest choice) and `acc_norm` (log-likelihood per character of the choice, lm-eval's definition) over `task.items[:limit]`."
     items = task.items[:limit]
     pairs, spans, n_trunc = choice_pairs(tokenizer, task, max_length(model), limit)
-    res = loglikelihoods(model, pairs, batch_size, share_prefix)
+    res = loglikelihoods(model, pairs, batch_size, share_prefix, greedy=False)
     lls = [[res[j][0] for j in range(a, b)] for a, b in spans]
     acc = [float(_argmax(l) == it['gold']) for l, it in zip(lls, items)]
     norm = [float(_argmax([x / len(ch) for x, ch in zip(l, it['choices'])]) == it['gold']) for l, it in zip(lls, items)]
@@ -596,7 +604,7 @@ def run_lm_eval(model, tokenizer, tasks, folder, limit=None, batch_size=64) -> d
 
 # %% ../nbs/07b_tasks.ipynb #f5713a18
 def scoring_speed(model, tokenizer, task, limit=None, repeats=3) -> dict:
-    "Items per second of multiple-choice scoring on encoded items, batched with shared prefixes against one forward pass per choice (the best of `repeats`), the items per second of encoding them (the same for both), and the two ways' largest log-likelihood difference."
+    "Items per second of multiple-choice scoring on encoded items, batched with shared prefixes against one forward pass per choice (the best of `repeats`), the items per second of encoding them (the same for both), the two ways' largest log-likelihood difference, and `token_ratio`: the tokens the one-by-one loop computes over those the shared way must (each distinct truncated context once, then every continuation), the bound on a transformer's gain."
     t = get_task(task, n=limit) if not isinstance(task, Task) else replace(task, items=task.items[:limit])
     t0 = time.perf_counter()
     pairs, _, n_trunc = choice_pairs(tokenizer, t, max_length(model))
@@ -605,9 +613,12 @@ def scoring_speed(model, tokenizer, task, limit=None, repeats=3) -> dict:
     for name, kw in (('batched', dict()), ('one_by_one', dict(batch_size=1, share_prefix=False))):
         for _ in range(repeats):
             t0 = time.perf_counter()
-            lls[name] = [x for x, _ in loglikelihoods(model, pairs, **kw)]
+            lls[name] = [x for x, _ in loglikelihoods(model, pairs, greedy=False, **kw)]
             best[name] = min(best.get(name, float('inf')), time.perf_counter() - t0)
-    n = len(t.items)
+    L, n = max_length(model), len(t.items)
+    rows = [min(len(c) + len(k) - 1, L) for c, k in pairs]                       # what one row per pair computes
+    ctxs = {tuple(c[max(0, len(c) + len(k) - 1 - L):]) for c, k in pairs}        # the contexts the model sees, once each
+    shared = sum(len(c) - 1 for c in ctxs) + sum(min(len(k), L) for _, k in pairs)
     return dict(items=n, truncated=n_trunc, batched_items_per_s=n / best['batched'], one_by_one_items_per_s=n / best['one_by_one'],
-                speedup=best['one_by_one'] / best['batched'], encode_items_per_s=n / enc,
+                speedup=best['one_by_one'] / best['batched'], token_ratio=sum(rows) / shared, encode_items_per_s=n / enc,
                 max_ll_diff=max(abs(a - b) for a, b in zip(lls['batched'], lls['one_by_one'])))

@@ -857,7 +857,9 @@ def finish_run(t: Trainer):
     plt.close(fig)
     def one_process(*shape):                             # under torchrun a plain single-process copy: FSDP's shards cannot run on rank 0 alone
         if t.world == 1: return t.raw_model
-        model = build_model(t.cfg, *shape).to(t.device); model.load_state_dict(state)   # a LoRA run's state holds its adapters
+        from llmtrain.models import GPT                  # a GPT of the trained one's shape (init_from: the published model's, not cfg's)
+        base = GPT(t.raw_model.config) if isinstance(t.raw_model, GPT) else None
+        model = build_model(t.cfg, *shape, base=base).to(t.device); model.load_state_dict(state)   # a LoRA run's state holds its adapters
         return model
     if getattr(t, 'test_batches', None) is not None:    # image runs: the held-back test split, scored once
         t.test_metrics = evaluate(one_process(*t.image_info), t.test_batches, 'classification', precision=t.precision, zero_division=0)

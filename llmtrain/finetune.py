@@ -350,8 +350,8 @@ def sft_trainer(cfg: TrainConfig, run_dir, device, callbacks=()):
     data = sft_data(cfg, template)
     rows = {s: build_rows(data[s], cfg.block_size, cfg.pack) for s in ('train', 'val')}
     for s in rows: data['stats'][s].update({k: rows[s][k] for k in ('rows', 'tokens', 'padding', 'padding_unpacked')})
-    if getattr(cfg, 'lora_rank', 0):          # LoRA (chapter 2c): adapters on the loaded base, before the Trainer builds the optimizer
-        from llmtrain.lora import apply_lora_from_config; model = apply_lora_from_config(model, cfg)
+    from llmtrain.lora import build_model
+    model = build_model(cfg, base=model)       # LoRA (chapter 2c): adapters on the loaded base, before the Trainer builds the optimizer
     train_b = PackedBatches(rows['train'], cfg.batch_size, cfg.seed, device, rank, world, cfg.pack)
     v, gb = {k: to_device(rows['val'][k], device) for k in ('x', 'y', 'doc')}, cfg.batch_size * world
     eval_b = [row_batch(v, slice(i, i + gb), cfg.pack) for i in range(0, min(len(v['x']), gb * cfg.eval_iters), gb)]   # global batches

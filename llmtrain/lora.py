@@ -10,11 +10,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .core import ConfigError, CheckpointError, LORA_TARGETS, atomic_write
-from .models import GPT
+from .models import GPT, create_model
 
 # %% auto #0
-__all__ = ['LoRALinear', 'lora_target_names', 'lora_modules', 'apply_lora', 'apply_lora_from_config', 'lora_state_dict',
-           'merge_lora', 'unload_lora', 'peft_layout', 'save_adapters', 'export_adapters', 'load_adapters']
+__all__ = ['LoRALinear', 'lora_target_names', 'lora_modules', 'apply_lora', 'apply_lora_from_config', 'build_model',
+           'lora_state_dict', 'merge_lora', 'unload_lora', 'peft_layout', 'save_adapters', 'export_adapters',
+           'load_adapters']
 
 # %% ../nbs/02c_lora.ipynb #839ebcbc
 class LoRALinear(nn.Linear):
@@ -84,6 +85,12 @@ def apply_lora_from_config(model, cfg):
     if not getattr(cfg, 'lora_rank', 0): return model
     return apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, getattr(cfg, 'lora_train_embeddings', False))
 
+# %% ../nbs/02c_lora.ipynb #ecf44346
+def build_model(cfg, vocab_size: int = None, image_shape=None, base=None):
+    "The model a run of `cfg` (a `TrainConfig`) trains: `base` (a model already built, its weights loaded) or `create_model(cfg, vocab_size, image_shape)`, with the run's LoRA adapters when `cfg.lora_rank > 0` (`apply_lora_from_config`: a frozen base, trainable adapters)."
+    if base is None: base = create_model(cfg, vocab_size, image_shape)
+    return apply_lora_from_config(base, cfg)
+
 # %% ../nbs/02c_lora.ipynb #1154b0d8
 def lora_state_dict(model) -> dict:
     "The adapters' tensors of `model`, `{'<module>.lora_A': ..., '<module>.lora_B': ...}`, under the names of `model.state_dict()`."
@@ -111,17 +118,21 @@ def unload_lora(model):
     for n, m in lora_modules(model).items(): _set_module(model, n, _plain(m))
     return model.requires_grad_(True)
 
+# %% ../nbs/02c_lora.ipynb #1915f5bf
+def _peft_layout(mods: dict, lay: dict) -> dict:
+    "`peft_layout` of the adapted layers `mods` (`lora_modules`) under the Hugging Face layout `lay` (`hf_layout`)."
+    out = {}
+    for n, m in mods.items():
+        op, keys, sizes = lay[n + '.weight']
+        out[n] = ([k.removesuffix('.weight') for k in keys], sizes or [m.out_features])
+    return out
+
 # %% ../nbs/02c_lora.ipynb #8c3dda69
 def peft_layout(model, model_type=None) -> dict:
     "For each adapted layer of `model`: `(Hugging Face module names, their row counts)`: one module, or the q/k/v (gate/up) projections that our fused `c_attn` (`c_fc`) is split into for `model_type` (default: what `save_pretrained` writes)."
     from llmtrain.pretrained import export_model_type, hf_layout
     mt = export_model_type(model.config, model_type or getattr(model, 'hf_model_type', None))
-    lay = hf_layout(model.config, mt)
-    out = {}
-    for n, m in lora_modules(model).items():
-        op, keys, sizes = lay[n + '.weight']
-        out[n] = ([k.removesuffix('.weight') for k in keys], sizes or [m.out_features])
-    return out
+    return _peft_layout(lora_modules(model), hf_layout(model.config, mt))
 
 # %% ../nbs/02c_lora.ipynb #ccf76147
 def _peft_targets(adapted, every) -> list:
@@ -150,15 +161,16 @@ def save_adapters(model, folder, model_type=None, base_model_name_or_path=None) 
     if not mods: raise ConfigError("The model has no LoRA adapters to save (apply_lora, or a run with lora_rank > 0); save_pretrained writes a whole model")
     _check_adapters_only(model)
     mt = export_model_type(model.config, model_type or getattr(model, 'hf_model_type', None))
+    lay = hf_layout(model.config, mt)                                  # computed once: the adapters' modules and every module
     state, ranks, alphas = {}, {}, {}
-    for n, (hf_names, rows) in peft_layout(model, mt).items():
+    for n, (hf_names, rows) in _peft_layout(mods, lay).items():
         m = mods[n]
         for h, B in zip(hf_names, m.lora_B.detach().cpu().split(rows)):
             state[f'base_model.model.{h}.lora_A.weight'] = m.lora_A.detach().cpu().contiguous().clone()
             state[f'base_model.model.{h}.lora_B.weight'] = B.contiguous().clone()
             ranks[h], alphas[h] = m.rank, m.scaling * m.rank
     r, alpha = (max(set(d.values()), key=list(d.values()).count) for d in (ranks, alphas))   # the most common; the rest as patterns
-    every = {k.removesuffix('.weight') for _, keys, _ in hf_layout(model.config, mt).values() for k in keys if k.endswith('.weight')}
+    every = {k.removesuffix('.weight') for _, keys, _ in lay.values() for k in keys if k.endswith('.weight')}
     drop = {m.lora_dropout.p for m in mods.values()}
     cfg = dict(peft_type='LORA', task_type='CAUSAL_LM', base_model_name_or_path=None if base_model_name_or_path is None else str(base_model_name_or_path),
                r=r, lora_alpha=alpha, lora_dropout=max(drop), target_modules=_peft_targets(set(ranks), every), bias='none',

@@ -12,6 +12,7 @@ from .core import (host_memory, cpu_has_bf16, _cpu_precisions, act_bytes, _stati
                            run_bytes, _divisor_at_most, plan_memory, ResourceError, _gib, memory_message)   # chapter 0: no torch
 from .optim import param_groups
 from .models import GPT, GPTConfig, RNNLM, RNNConfig, CNN_MODELS, create_model, num_params, uses_matmul_attention
+from .lora import build_model                  # chapter 2c: a run's model, with its LoRA adapters
 
 # %% auto #0
 __all__ = ['PRECISION_DTYPES', 'RNN_MEMORY', 'resolve_device', 'resolve_precision', 'autocast_ctx', 'time_step',
@@ -283,8 +284,7 @@ def model_memory(cfg, vocab_size: int, image_shape=None, micro_batch=None, preci
     B, device = micro_batch or cfg.batch_size, torch.device(device)
     def one(c):
         with _meta_build():
-            m = create_model(c, vocab_size, image_shape)
-            from llmtrain.lora import apply_lora_from_config; m = apply_lora_from_config(m, c)   # chapter 2c: a frozen base, trainable adapters
+            m = build_model(c, vocab_size, image_shape)     # chapter 2c: with LoRA, a frozen base and trainable adapters
             P = sum(p.numel() for p in m.parameters())
             trainable = sum(p.numel() for p in m.parameters() if p.requires_grad)
             if isinstance(m, GPT): r = gpt_memory(m.config, B, precision, device)
@@ -303,7 +303,7 @@ def planner_check(cfg, vocab_size: int, image_shape=None, precision='fp32', devi
     bd = model_memory(cfg, vocab_size, image_shape, cfg.batch_size, precision, device, 1)
     g = torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0); m = create_model(cfg, vocab_size, image_shape)
+        torch.manual_seed(0); m = build_model(cfg, vocab_size, image_shape)   # the run's model: LoRA adapters included
     B = cfg.batch_size
     if cfg.model in CNN_MODELS: batch = (torch.rand(B, *image_shape, generator=g), torch.randint(0, vocab_size, (B,), generator=g))
     else: batch = (x := torch.randint(0, vocab_size, (B, cfg.block_size), generator=g), x)

@@ -16,6 +16,7 @@ from .data import (RandomWindows, SequentialWindows, eval_windows, ResidentBatch
                            prepare_images, fixed_batches)
 from .preprocessing import save_tokenizer, load_tokenizer
 from .models import create_model, flops_per_token, model_flops, CNN_MODELS
+from .lora import build_model                  # chapter 2c: a run's model, with its LoRA adapters
 from .optim import schedule_lr, configure_optimizer, lr_find
 from .resources import (resolve_device, resolve_precision, autocast_ctx, choose_cpu_precision, peak_flops, PRECISION_DTYPES,
                                 device_name, init_distributed, is_distributed, dist_env, dist)
@@ -623,7 +624,7 @@ def claim_run(run_dir, overwrite=False, resume=False, lock=None):
         if rd.is_dir():
             with run_lock(rd): pass
     else: lock.enter_context(run_lock(rd))
-    if resume: return rd
+    if resume or (overwrite and lock is None): return rd    # overwrite: the folder is scanned (and emptied) once, under the lock
     what = existing_run(rd)
     if what and not overwrite:
         raise RunExistsError(f"{rd} already holds a run ({what}). To continue it: llmtrain train --resume {rd} "
@@ -769,16 +770,15 @@ def text_trainer(cfg: TrainConfig, run_dir, device, callbacks=()) -> Trainer:
     "A `Trainer` for a language model on `cfg.corpus`: random windows (or shuffled epochs, `cfg.sampler`) for training, fixed ones for evaluation."
     from llmtrain.core import remember_vocab_size
     rank, _, world = dist_env()
-    plan = None
+    plan = base = None
     if cfg.init_from:                                   # chapter 2b: a published model, trained on with its own tokenizer
         from llmtrain.pretrained import init_from_pretrained
-        model, data = init_from_pretrained(cfg)
+        base, data = init_from_pretrained(cfg)          # its weights loaded: LoRA's adapters go on after them
     else:
         data = prepare_data(cfg)
         remember_vocab_size(cfg, data.tokenizer.vocab_size)    # for the command line's memory check before torch (chapter 0)
         cfg, plan = check_memory(cfg, data.tokenizer.vocab_size, device=device)   # the memory planner (chapter 5), before the model and batches exist
-        model = create_model(cfg, data.tokenizer.vocab_size)
-    from llmtrain.lora import apply_lora_from_config; model = apply_lora_from_config(model, cfg)   # chapter 2c: LoRA (lora_rank > 0) freezes the base
+    model = build_model(cfg, data.tokenizer.vocab_size, base=base)   # chapter 2c: LoRA (lora_rank > 0) freezes the base
     Sampler = SequentialWindows if cfg.sampler == 'sequential' else RandomWindows
     train_b = Sampler(data.train, cfg.block_size, cfg.batch_size, seed=cfg.seed, device=device, rank=rank, world=world)
     # evaluation batches of the global batch size, shared out whole among the processes: the same score on any world size
@@ -792,7 +792,7 @@ def image_trainer(cfg: TrainConfig, run_dir, device, callbacks=(), eval_batch_si
     data = prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed)
     cfg, plan = check_memory(cfg, data.n_classes, data.image_shape, device=device,   # the memory planner (chapter 5)
                              resident_bytes=sum(t.nbytes for t in (*data.train, *data.val, *data.test)))
-    model = create_model(cfg, data.n_classes, data.image_shape)
+    model = build_model(cfg, data.n_classes, data.image_shape)
     x, y = (to_device(t, device) for t in data.train)
     train_b = ResidentBatches(x, y, cfg.batch_size, seed=cfg.seed, rank=rank, world=world)
     t = confirm_plan(Trainer(model, train_b, fixed_batches(*data.val, eval_batch_size, device), cfg, run_dir=run_dir, callbacks=callbacks), plan)
@@ -855,18 +855,17 @@ def finish_run(t: Trainer):
         hist = read_metrics(log)
     fig = plot_run(hist, t.run_dir/'loss.png', title=f"{t.run_dir.name}: best val {t.best_val:.4f}")
     plt.close(fig)
+    def one_process(*shape):                             # under torchrun a plain single-process copy: FSDP's shards cannot run on rank 0 alone
+        if t.world == 1: return t.raw_model
+        from llmtrain.models import GPT                  # a GPT of the trained one's shape (init_from: the published model's, not cfg's)
+        base = GPT(t.raw_model.config) if isinstance(t.raw_model, GPT) else None
+        model = build_model(t.cfg, *shape, base=base).to(t.device); model.load_state_dict(state)   # a LoRA run's state holds its adapters
+        return model
     if getattr(t, 'test_batches', None) is not None:    # image runs: the held-back test split, scored once
-        model = t.raw_model
-        if t.world > 1:                                  # a plain single-process copy: FSDP's shards cannot run on rank 0 alone
-            model = create_model(t.cfg, *t.image_info).to(t.device); model.load_state_dict(state)
-        t.test_metrics = evaluate(model, t.test_batches, 'classification', precision=t.precision, zero_division=0)
+        t.test_metrics = evaluate(one_process(*t.image_info), t.test_batches, 'classification', precision=t.precision, zero_division=0)
         with atomic_write(t.run_dir/'test.json') as f: f.write_text(json.dumps(t.test_metrics, indent=1))
     if t.cfg.sample_tokens and t.tokenizer is not None:
-        model = t.raw_model
-        if t.world > 1:                                  # a plain single-process copy for sampling
-            from llmtrain.lora import apply_lora_from_config          # a LoRA run's state holds its adapters
-            model = apply_lora_from_config(create_model(t.cfg, t.tokenizer.vocab_size), t.cfg).to(t.device); model.load_state_dict(state)
-        t.sample = generate_text(model, t.tokenizer, '\n', t.cfg.sample_tokens, seed=t.cfg.seed, device=t.device)
+        t.sample = generate_text(one_process(t.tokenizer.vocab_size), t.tokenizer, '\n', t.cfg.sample_tokens, seed=t.cfg.seed, device=t.device)
         with atomic_write(t.run_dir/'sample.txt') as f: f.write_text(t.sample, encoding='utf-8')
 
 # %% ../nbs/06_training.ipynb #a0529561
@@ -915,17 +914,16 @@ def load_run(run, device='cpu', weights='auto', images=None):
     path = run_weights(rd, weights)
     if cfg.model in CNN_MODELS:
         tok, data = None, images or prepare_images(cfg.corpus, cfg.val_fraction, cfg.seed)
-        model = create_model(cfg, data.n_classes, data.image_shape)
+        model = build_model(cfg, data.n_classes, data.image_shape)
     elif cfg.init_from:                              # chapter 2b: the published model's shape, this run's weights
         from llmtrain.pretrained import resolve_source, read_hf_config, gpt_config_from_hf
         from llmtrain.models import GPT
         tok = load_tokenizer(rd/'tokenizer.json')
-        model = GPT(gpt_config_from_hf(read_hf_config(resolve_source(cfg.init_from))))
+        model = build_model(cfg, base=GPT(gpt_config_from_hf(read_hf_config(resolve_source(cfg.init_from)))))
     else:
         tok = load_tokenizer(rd/'tokenizer.json')
-        model = create_model(cfg, tok.vocab_size)
-    from llmtrain.lora import apply_lora_from_config; model = apply_lora_from_config(model, cfg)   # chapter 2c: a LoRA run's adapters, then its weights
-    return load_weights(model, path).to(device).eval(), tok, cfg
+        model = build_model(cfg, tok.vocab_size)
+    return load_weights(model, path).to(device).eval(), tok, cfg   # chapter 2c: a LoRA run's adapters exist (build_model) before its weights load
 
 # %% ../nbs/06_training.ipynb #0c90e0ca
 def load_model(run=None, model=None, device='cpu'):

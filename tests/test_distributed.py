@@ -109,3 +109,18 @@ def test_a_lora_run_in_two_processes_equals_one(single_lora, tmp_path, strategy)
     assert len(lora_modules(m2)) == 8 and (tmp_path/'two'/'sample.txt').is_file()
     x = torch.tensor([tok.encode('def f(x):')])
     torch.testing.assert_close(m1(x)[0], m2(x)[0], atol=1e-5, rtol=0)
+
+def test_an_init_from_lora_run_in_two_processes_equals_one(tmp_path):
+    "LoRA on a published model (init_from: its shape, not the config's) under FSDP2: the 1-process losses, and rank 0's single-process copy (for the sample) takes the trained weights."
+    import torch
+    from llmtrain.models import GPT, GPTConfig, LLAMA
+    from llmtrain.pretrained import save_pretrained
+    from llmtrain.preprocessing import train_tokenizer
+    from llmtrain.data import load_corpus
+    tok = train_tokenizer('char', load_corpus('pydoc'))
+    torch.manual_seed(0)
+    pub = save_pretrained(GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=2, n_head=2, n_embd=48, **LLAMA)), tok, tmp_path/'pub')
+    args = [f'init_from={pub}', *LORA]
+    launch(1, 'batch_size=8', 'name=one', *args, tmp=tmp_path)
+    two_equal_one(tmp_path/'one', tmp_path, 'fsdp', 8, *args)       # before: rank 0 built the config's shape for the sample and failed
+    assert (tmp_path/'two'/'sample.txt').is_file()

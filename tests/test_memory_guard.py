@@ -102,7 +102,7 @@ def test_the_guard_itself_takes_milliseconds(monkeypatch):
 
 def test_the_guard_runs_before_the_model_and_batches(tmp_path, monkeypatch):
     def forbidden(*a, **k): raise AssertionError('allocated before the memory check')
-    monkeypatch.setattr(training, 'create_model', forbidden)
+    monkeypatch.setattr(training, 'build_model', forbidden)       # the one builder of a run's model (chapter 2c)
     monkeypatch.setattr(training, 'eval_windows', forbidden)
     with pytest.raises(ResourceError, match='largest micro-batch'):
         training.train(load_config(batch_size=100_000_000, out_dir=str(tmp_path)))

@@ -1,5 +1,6 @@
 """Multiple-choice scoring on this CPU: batched with shared prefixes (`llmtrain.tasks.loglikelihoods`: the prompts of many
-items in one padded pass through the model's cache, each once, then all their choices in batched passes) against the
+items in one padded pass through the model's cache, each once, then all their choices in batched passes: a GPT's short
+choices in one row per item, a tree after its cached prompt) against the
 one-item-at-a-time loop (one forward pass per choice), on the same items, in the same run; items per second, the best of --repeats.
 
     OMP_NUM_THREADS=1 python bench/tasks.py           # a 4-layer, 128-wide GPT and a 2-layer LSTM, char and BPE, 40 items per task

@@ -309,18 +309,21 @@ class GPT(nn.Module):
         elif isinstance(m, nn.Embedding): nn.init.normal_(m.weight, 0.0, 0.02)
 
     def hidden(self, idx, cache=None, doc=None):
-        "The final hidden states `(B, T, n_embd)` of `idx`, after the last norm: what `lm_head` turns into logits (a scorer applies it to the positions it needs only)."
+        "The final hidden states `(B, T, n_embd)` of `idx`, after the last norm: what `lm_head` turns into logits (a scorer applies it to the positions it needs only). `doc` after a `cache`: each document continues the cached prefix on its own (a tree: chapter 7b scores all choices of an item in one row)."
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
-        if not (torch.is_tensor(start) and cache.static) and (int(start.max()) if torch.is_tensor(start) else start) + T > self.config.block_size:   # a static cache's caller counts on the host: no sync
-            raise ConfigError(f"Input length {(int(start.max()) if torch.is_tensor(start) else start) + T} exceeds block_size={self.config.block_size}; crop the input")
-        tr = self.transformer
-        x = tr.wte(idx)
-        if doc is not None and cache is not None: raise ConfigError("packed rows (doc=) cannot be decoded with a KV cache; pass one of them")
-        mask, causal = cache.attention_mask(T, idx.device) if cache is not None else (None, T > 1)   # once, for every layer
-        if doc is not None: (pos, mask), causal = document_positions(doc), False   # packed rows (chapter 6b): positions restart at each document
+        if doc is not None: rel, dmask = document_positions(doc)   # packed rows (chapter 6b): positions restart at each document
+        if doc is not None: pos = rel + (start[:, None] if torch.is_tensor(start) else start)
         elif torch.is_tensor(start): pos = start[:, None] + torch.arange(T, device=idx.device)   # per-row positions (B, T): each row of a serving batch at its own length
         else: pos = torch.arange(start, start + T, device=idx.device)
+        if not (torch.is_tensor(start) and cache.static):   # a static cache's caller counts on the host: no sync
+            end = (int(pos.max()) + 1 if doc is not None and cache is not None       # documents after a prefix: the furthest position
+                   else (int(start.max()) if torch.is_tensor(start) else start) + T)
+            if end > self.config.block_size: raise ConfigError(f"Input length {end} exceeds block_size={self.config.block_size}; crop the input")
+        tr = self.transformer
+        x = tr.wte(idx)
+        if cache is not None: mask, causal = cache.attention_mask(T, idx.device, dmask if doc is not None else None)   # once, for every layer
+        else: mask, causal = (dmask, False) if doc is not None else (None, T > 1)
         rope = None
         if self.config.pos_emb == 'rope':                # per-row positions gather their angles; one shared range slices them
             rope = ((self.rope_cos[pos][:, None], self.rope_sin[pos][:, None]) if pos.dim() == 2
@@ -370,9 +373,16 @@ class KVCache:
         m = torch.arange(S, device=dev) <= q[..., None]
         return m[:, None] if m.dim() == 3 else m
 
-    def attention_mask(self, T: int, device) -> tuple:
-        "`(attn_mask, is_causal)` for `T` new tokens after the cached ones, the same in every layer: one token sees everything cached; a chunk sees the prefix and itself causally; per-row lengths and a static cache's unwritten tail need the `visible` mask."
+    def attention_mask(self, T: int, device, doc_mask=None) -> tuple:
+        "`(attn_mask, is_causal)` for `T` new tokens after the cached ones, the same in every layer: one token sees everything cached; a chunk sees the prefix and itself causally; per-row lengths and a static cache's unwritten tail need the `visible` mask. With `doc_mask` `(B, 1, T, T)` (`document_positions`) the new tokens see the whole prefix and, among themselves, only their own document."
         past = self.pos
+        if doc_mask is not None:
+            B = doc_mask.size(0)
+            pos = past if torch.is_tensor(past) else torch.full((B,), past, device=device)
+            S = self.max_len if self.static else int(pos.max()) + T
+            rel = torch.arange(S, device=device) - pos[:, None]            # (B, S): a key's place among the new tokens (< 0: cached)
+            new = doc_mask[:, 0].gather(2, rel.clamp(0, T - 1)[:, None, :].expand(B, T, S))
+            return ((rel < 0)[:, None] | ((rel < T)[:, None] & new))[:, None], False
         if torch.is_tensor(past) or self.static: return self.visible(T, self.max_len if self.static else int(past.max()) + T, device), False
         if past and T > 1: return torch.ones(T, past + T, dtype=torch.bool, device=device).tril(diagonal=past), False
         return None, T > 1 and not past

@@ -185,11 +185,11 @@ def truncated(ctx, cont, max_len) -> bool:
     return len(ctx) + len(cont) - 1 > max_len
 
 # %% ../nbs/07b_tasks.ipynb #fe0cf73d
-def _sum_logprobs(model, x, y, cache=None, greedy=True):
-    "`(log-likelihood, greedy)` of each row of `x` under `model`: the summed log-probabilities of the row's targets in `y` (-1: none), and whether each is the argmax (None unless `greedy`). The head runs on the targets' positions only, 256 at a time, so that the logits stay in the processor's cache."
+def _sum_logprobs(model, x, y, cache=None, greedy=True, doc=None, slot=None, n=None):
+    "`(log-likelihood, greedy)` of each row of `x` under `model` (of each of `n` slots: `slot` `(B, T)` gives each target's, for rows of several continuations, `doc` their documents): the summed log-probabilities of the targets in `y` (-1: none), and whether each is the argmax (None unless `greedy`). The head runs on the targets' positions only, 256 at a time, so that the logits stay in the processor's cache."
     keep = y != -1
     t = y[keep]
-    if hasattr(model, 'hidden'): h, head = model.hidden(x, cache=cache)[keep], model.lm_head   # (kept tokens, n_embd), rows in order
+    if hasattr(model, 'hidden'): h, head = model.hidden(x, cache=cache, **({} if doc is None else dict(doc=doc)))[keep], model.lm_head   # (kept tokens, n_embd), rows in order
     else: h, head = model(x, y)[0][keep], (lambda z: z)  # a model that gives only logits
     tok_ll = torch.empty(len(t), dtype=torch.float64, device=y.device)
     miss = torch.zeros(len(t), dtype=torch.long, device=y.device)
@@ -197,7 +197,7 @@ def _sum_logprobs(model, x, y, cache=None, greedy=True):
         lp, tt = head(h[s:s + 256]).float().log_softmax(-1), t[s:s + 256]
         tok_ll[s:s + 256] = lp.gather(-1, tt[:, None])[:, 0]
         if greedy: miss[s:s + 256] = lp.argmax(-1) != tt
-    row_of, n = keep.nonzero()[:, 0], y.size(0)
+    row_of, n = (keep.nonzero()[:, 0], y.size(0)) if slot is None else (slot[keep], n)
     ll = torch.zeros(n, dtype=torch.float64, device=y.device).index_add_(0, row_of, tok_ll)
     if not greedy: return [(v, None) for v in ll.tolist()]
     return list(zip(ll.tolist(), (torch.zeros(n, dtype=torch.long, device=y.device).index_add_(0, row_of, miss) == 0).tolist()))
@@ -275,7 +275,7 @@ def _select_rows(c, idx):
 # %% ../nbs/07b_tasks.ipynb #36e554e2
 @torch.no_grad()
 def _score_groups(model, groups, max_len, batch_size, greedy=True):
-    "Log-likelihoods of the continuations of each `(ctx, conts)` group, many groups at a time (up to `batch_size` continuations): their contexts in one padded pass through the cache, then their continuations, sorted by length, in slices of up to a quarter of that with at most 10% padding."
+    "Log-likelihoods of the continuations of each `(ctx, conts)` group, many groups at a time (up to `batch_size` continuations): their contexts in one padded pass through the cache, then their continuations: a GPT's, when they are short, in one row per group (a tree: each continuation sees the prompt and itself), else sorted by length, in slices of up to a quarter of that with at most 10% padding."
     dev, cfg = _device(model), model.config
     order = sorted(range(len(groups)), key=lambda g: (-len(groups[g][0]), -max(map(len, groups[g][1]))))   # similar lengths side by side: little padding
     out, b = [None] * len(groups), 0
@@ -289,8 +289,22 @@ def _score_groups(model, groups, max_len, batch_size, greedy=True):
             if part and too_big: break
             part.append(g); rows, lc, lk, tok = r, C, K, n
         b += len(part)
-        cache = _prefill(model, [groups[g][0][:-1] for g in part], lc - 1 + lk)   # the last context token goes with the continuations
+        q = [sum(map(len, groups[g][1])) for g in part]   # each group's continuation tokens
+        tree = isinstance(model, GPT) and sum(q) <= tok   # short choices: all of a group's in one row, each seeing only the prompt and itself
+        cache = _prefill(model, [groups[g][0][:-1] for g in part], lc - 1 + (max(q) if tree else lk))   # the last context token goes with the continuations
         for g in part: out[g] = [None] * len(groups[g][1])
+        if tree:
+            T, slots = max(q), [(g, i) for g in part for i in range(len(groups[g][1]))]
+            x, y = torch.zeros(len(part), T, dtype=torch.long), torch.full((len(part), T), -1, dtype=torch.long)
+            doc, slot, n = torch.zeros(len(part), T, dtype=torch.long), torch.zeros(len(part), T, dtype=torch.long), 0
+            for r, g in enumerate(part):
+                c, o = groups[g][0], 0
+                for i, k in enumerate(groups[g][1]):
+                    x[r, o:o + len(k)], y[r, o:o + len(k)] = torch.tensor([c[-1]] + k[:-1]), torch.tensor(k)
+                    doc[r, o:o + len(k)], slot[r, o:o + len(k)], o, n = i, n, o + len(k), n + 1
+                doc[r, o:] = -1 - torch.arange(T - o)         # padding: one token a document, at the prompt's end (within the window)
+            for (g, i), res in zip(slots, _sum_logprobs(model, x.to(dev), y.to(dev), cache, greedy, doc.to(dev), slot.to(dev), n)): out[g][i] = res
+            continue
         todo = sorted(((j, g, i) for j, g in enumerate(part) for i in range(len(groups[g][1]))), key=lambda t: -len(groups[t[1]][1][t[2]]))
         lens = [len(groups[g][1][i]) for _, g, i in todo]
         s, step = 0, max(1, batch_size // 4)

@@ -45,7 +45,8 @@ def site(tmp_path_factory):
         assert (out/'index.html').is_file(), 'LLMTRAIN_DOCS_BUILT is set but _docs/ has no site: run `make docs`'
         return out, work
     from filelock import FileLock
-    shared = tmp_path_factory.getbasetemp().parent          # common to every xdist worker of this session
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base   # common to every xdist worker of this session (without xdist the parent is every session's)
     tmp = shared/'docs'
     out, work, failed = tmp/'site', tmp/'work', tmp/'FAILED'
     with FileLock(str(shared/'docs.lock')):                 # built once: a second worker waits, then reuses it

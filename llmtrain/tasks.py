@@ -331,6 +331,7 @@ def loglikelihoods(model, pairs, batch_size=64, share_prefix=True, greedy=True) 
     try:
         groups = {}
         for i, (c, k) in enumerate(pairs):
+            if not k: out[i] = (0.0, True if greedy else None); continue   # nothing to predict: probability 1
             c = c[max(0, len(c) + len(k) - 1 - L):]        # lm-eval's truncation, pair by pair: the context the model sees
             if share_prefix and new_cache(model) is not None and c and len(k) <= L: groups.setdefault(tuple(c), []).append(i)
         res = _score_groups(model, [(list(c), [pairs[i][1] for i in idx]) for c, idx in groups.items()], L, batch_size, greedy)

@@ -312,8 +312,9 @@ class GPT(nn.Module):
         "The final hidden states `(B, T, n_embd)` of `idx`, after the last norm: what `lm_head` turns into logits (a scorer applies it to the positions it needs only). `doc` after a `cache`: each document continues the cached prefix on its own (a tree: chapter 7b scores all choices of an item in one row)."
         B, T = idx.shape
         start = cache.pos if cache is not None else 0
-        if doc is not None: rel, dmask = document_positions(doc)   # packed rows (chapter 6b): positions restart at each document
-        if doc is not None: pos = rel + (start[:, None] if torch.is_tensor(start) else start)
+        if doc is not None:                              # packed rows (chapter 6b): positions restart at each document
+            rel, dmask = document_positions(doc)
+            pos = rel + (start[:, None] if torch.is_tensor(start) else start)
         elif torch.is_tensor(start): pos = start[:, None] + torch.arange(T, device=idx.device)   # per-row positions (B, T): each row of a serving batch at its own length
         else: pos = torch.arange(start, start + T, device=idx.device)
         if not (torch.is_tensor(start) and cache.static):   # a static cache's caller counts on the host: no sync
@@ -379,7 +380,7 @@ class KVCache:
         if doc_mask is not None:
             B = doc_mask.size(0)
             pos = past if torch.is_tensor(past) else torch.full((B,), past, device=device)
-            S = self.max_len if self.static else int(pos.max()) + T
+            S = self.max_len if self.static else (int(past.max()) if torch.is_tensor(past) else past) + T   # one length for all rows: no sync
             rel = torch.arange(S, device=device) - pos[:, None]            # (B, S): a key's place among the new tokens (< 0: cached)
             new = doc_mask[:, 0].gather(2, rel.clamp(0, T - 1)[:, None, :].expand(B, T, S))
             return ((rel < 0)[:, None] | ((rel < T)[:, None] & new))[:, None], False
